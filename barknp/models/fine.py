@@ -1,0 +1,72 @@
+"""The fine GPT of Bark's third stage: a non-causal transformer that fills in codebooks 2..7.
+
+It sees a window of frames with all eight codebooks, each codebook with its own embedding table
+(1,056 rows: 1,024 codes, the pad token 1,024, and spare rows). To predict codebook ``n`` it sums the
+embeddings of codebooks 0..n at each frame, runs the non-causal blocks, and applies the head for
+``n``. The original ties ``lm_heads[n - 1]`` to ``input_embeds_layers[n]``; the converted file
+stores both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import GPTConfig, config_from_dict
+from ..errors import BarkError
+from ..nn.block import block_forward, read_block, read_layer_norm, tensor
+from ..nn.ops import layer_norm
+from ..weights import load_stage
+from .gpt import check_ids
+
+
+class FineGPT:
+    """Bark's fine model over explicit weights.
+
+    Attributes mirror the checkpoint: ``input_embeds_layers`` (n_codes_total of (V, C)),
+    ``position_embeds_layer`` (block_size, C), ``layers``, ``layernorm_final``, ``lm_heads``
+    (n_codes_total - n_codes_given of (V, C)).
+    """
+
+    def __init__(self, config: GPTConfig, tensors: dict[str, np.ndarray]):
+        self.config = config.validate()
+        n = config.n_codes_total
+        self.input_embeds_layers = [tensor(tensors, f"input_embeds_layers.{i}.weight") for i in range(n)]
+        self.position_embeds_layer = tensor(tensors, "position_embeds_layer.weight")
+        self.layers = [read_block(tensors, f"layers.{i}") for i in range(config.num_layers)]
+        self.layernorm_final = read_layer_norm(tensors, "layernorm_final")
+        self.lm_heads = [
+            tensor(tensors, f"lm_heads.{i}.weight") for i in range(n - config.n_codes_given)
+        ]
+
+    @classmethod
+    def load(cls, path: str) -> "FineGPT":
+        config, tensors = load_stage(path, "fine")
+        return cls(config_from_dict(GPTConfig, config), tensors)
+
+    def forward(self, codebook_idx: int, codes) -> np.ndarray:
+        """Logits for codebook ``codebook_idx`` at every frame.
+
+        codebook_idx: int in [n_codes_given, n_codes_total), i.e. 1..7 for Bark.
+        codes: (B, T, n_codes_total) int in [0, V); codebooks above ``codebook_idx`` are ignored.
+        Returns float32 logits (B, T, V).
+        """
+        c = self.config
+        if not (c.n_codes_given <= int(codebook_idx) < c.n_codes_total):
+            raise BarkError(
+                f"fine: codebook_idx must be in [{c.n_codes_given}, {c.n_codes_total}), got {codebook_idx}"
+            )
+        codebook_idx = int(codebook_idx)
+        codes = check_ids(codes, c.input_vocab_size, "fine")
+        if codes.ndim != 3 or codes.shape[2] != c.n_codes_total:
+            raise BarkError(f"fine: codes must have shape (B, T, {c.n_codes_total}), got {codes.shape}")
+        B, T, _ = codes.shape
+        if T > c.block_size:
+            raise BarkError(f"fine: {T} frames exceed the block size {c.block_size}")
+        x = self.input_embeds_layers[0][codes[:, :, 0]]  # (B, T, C)
+        for i in range(1, codebook_idx + 1):
+            x += self.input_embeds_layers[i][codes[:, :, i]]
+        x += self.position_embeds_layer[:T]
+        for block in self.layers:
+            x = block_forward(x, block, c.num_heads, causal=False)
+        x = layer_norm(x, self.layernorm_final)  # (B, T, C)
+        return x @ self.lm_heads[codebook_idx - c.n_codes_given].T  # (B, T, V)

@@ -1,0 +1,121 @@
+"""The causal GPT of Bark's first two stages: the semantic model and the coarse model.
+
+Both are the same network (GPT-2 style, learned positions, pre-norm blocks, an untied LM head);
+only their vocabularies differ:
+
+    semantic  in 129,600 (text ids + semantic ids + specials)  out 10,048
+    coarse    in  12,096 (semantic ids + 2 codebooks + specials)  out 12,096
+
+The semantic model also reads a *merged context*: its first 512 input ids are two blocks of 256,
+the text and the voice's semantic history, whose embeddings are summed position by position, so
+the 513-token prompt occupies only 257 positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import GPTConfig, config_from_dict
+from ..constants import MAX_SEMANTIC_HISTORY, MAX_TEXT_TOKENS
+from ..errors import BarkError
+from ..nn.attention import KVCache
+from ..nn.block import block_forward, read_block, read_layer_norm, read_linear, tensor
+from ..nn.ops import layer_norm, linear
+from ..weights import load_stage
+
+# ids of a merged semantic context: text block, history block, then the rest unmerged
+MERGED_PREFIX = MAX_TEXT_TOKENS + MAX_SEMANTIC_HISTORY
+
+
+def check_ids(ids, vocab_size: int, what: str) -> np.ndarray:
+    """Validate an integer id array of any shape against ``[0, vocab_size)``; returns it as int64."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise BarkError(f"{what}: ids must be integers, got dtype {ids.dtype}")
+    if ids.size == 0:
+        raise BarkError(f"{what}: ids are empty (shape {ids.shape})")
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise BarkError(f"{what}: id {bad} is out of range [0, {vocab_size})")
+    return ids.astype(np.int64, copy=False)
+
+
+class CausalGPT:
+    """A Bark causal GPT over explicit weights. Stateless: the KV cache is passed in.
+
+    Attributes mirror the checkpoint: ``input_embeds_layer`` (V_in, C), ``position_embeds_layer``
+    (block_size, C), ``layers`` (list of Block), ``layernorm_final``, ``lm_head`` (V_out, C).
+    """
+
+    def __init__(self, config: GPTConfig, tensors: dict[str, np.ndarray], name: str = "gpt"):
+        self.config = config.validate()
+        self.name = name
+        self.input_embeds_layer = tensor(tensors, "input_embeds_layer.weight")
+        self.position_embeds_layer = tensor(tensors, "position_embeds_layer.weight")
+        self.layers = [read_block(tensors, f"layers.{i}") for i in range(config.num_layers)]
+        self.layernorm_final = read_layer_norm(tensors, "layernorm_final")
+        self.lm_head = read_linear(tensors, "lm_head")
+
+    @classmethod
+    def load(cls, path: str, stage: str) -> "CausalGPT":
+        """Load ``semantic`` or ``coarse`` from a converted stage file."""
+        config, tensors = load_stage(path, stage)
+        return cls(config_from_dict(GPTConfig, config), tensors, name=stage)
+
+    def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
+        """An empty cache for ``batch`` sequences of up to ``max_len`` (default: block size) positions."""
+        c = self.config
+        return KVCache(c.num_layers, batch, c.num_heads, max_len or c.block_size, c.head_dim)
+
+    def embed(self, ids: np.ndarray, merge_context: bool) -> np.ndarray:
+        """ids (B, T) int64 -> token embeddings (B, T', C) float32; T' = T - 256 when merged."""
+        wte = self.input_embeds_layer
+        if not merge_context:
+            return wte[ids]  # (B, T, C)
+        text = wte[ids[:, :MAX_TEXT_TOKENS]]  # (B, 256, C)
+        history = wte[ids[:, MAX_TEXT_TOKENS:MERGED_PREFIX]]  # (B, 256, C)
+        rest = wte[ids[:, MERGED_PREFIX:]]  # (B, T - 512, C)
+        return np.concatenate([text + history, rest], axis=1)  # (B, T - 256, C)
+
+    def forward(
+        self,
+        ids,
+        cache: KVCache | None = None,
+        merge_context: bool = False,
+        last_only: bool = False,
+    ) -> np.ndarray:
+        """Logits for every position (or the last one).
+
+        ids: (B, T) int. cache: continues a sequence; it is written in place and advanced by the
+        number of positions this call adds (T, or T - 256 with a merged context). merge_context:
+        sum the embeddings of the first two 256-id blocks (semantic model; T >= 513; empty cache).
+        Returns float32 logits (B, T', V_out), or (B, 1, V_out) with ``last_only``.
+        """
+        c = self.config
+        ids = check_ids(ids, c.input_vocab_size, self.name)
+        if ids.ndim != 2:
+            raise BarkError(f"{self.name}: ids must have shape (B, T), got {ids.shape}")
+        past = 0 if cache is None else cache.length
+        if merge_context:
+            if ids.shape[1] <= MERGED_PREFIX:
+                raise BarkError(
+                    f"{self.name}: a merged context needs more than {MERGED_PREFIX} ids, got {ids.shape[1]}"
+                )
+            if past:
+                raise BarkError(f"{self.name}: merge_context applies to the first call only, not a continued cache")
+        x = self.embed(ids, merge_context)  # (B, T, C)
+        B, T, _ = x.shape
+        if cache is not None and cache.batch != B:
+            raise BarkError(f"{self.name}: cache holds batch {cache.batch}, ids have batch {B}")
+        limit = c.block_size if cache is None else min(c.block_size, cache.max_len)
+        if past + T > limit:
+            raise BarkError(f"{self.name}: sequence of {past + T} positions exceeds the block size {limit}")
+        x = x + self.position_embeds_layer[past : past + T]  # (B, T, C)
+        for i, block in enumerate(self.layers):
+            x = block_forward(x, block, c.num_heads, cache, layer=i, causal=True)
+        if cache is not None:
+            cache.length = past + T
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
+        return linear(layer_norm(x, self.layernorm_final), self.lm_head)  # (B, T, V_out)

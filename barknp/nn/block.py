@@ -1,0 +1,76 @@
+"""The transformer block shared by all three Bark GPTs, and reading it from checkpoint tensors.
+
+Pre-norm, as in GPT-2:  x + attn(ln_1(x)),  then  x + mlp(ln_2(x)),  with an exact-erf GELU MLP
+of width 4C.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import BarkError
+from .attention import Attention, KVCache, self_attention
+from .ops import LayerNorm, Linear, gelu, layer_norm, linear
+
+
+class MLP(NamedTuple):
+    in_proj: Linear  # weight (4C, C)
+    out_proj: Linear  # weight (C, 4C)
+
+
+class Block(NamedTuple):
+    """One ``layers.N`` module, attribute names as in the checkpoint."""
+
+    layernorm_1: LayerNorm
+    attn: Attention
+    layernorm_2: LayerNorm
+    mlp: MLP
+
+
+def block_forward(
+    x: np.ndarray,
+    block: Block,
+    n_head: int,
+    cache: KVCache | None = None,
+    layer: int = 0,
+    causal: bool = True,
+) -> np.ndarray:
+    """x (B, T, C) float32 -> (B, T, C) float32."""
+    x = x + self_attention(layer_norm(x, block.layernorm_1), block.attn, n_head, cache, layer, causal)
+    h = gelu(linear(layer_norm(x, block.layernorm_2), block.mlp.in_proj))  # (B, T, 4C)
+    x += linear(h, block.mlp.out_proj)
+    return x
+
+
+def tensor(tensors: dict, name: str) -> np.ndarray:
+    """``tensors[name]``, or a BarkError naming the missing tensor."""
+    try:
+        return tensors[name]
+    except KeyError:
+        raise BarkError(f"weights: missing tensor {name!r}") from None
+
+
+def read_linear(tensors: dict, prefix: str) -> Linear:
+    return Linear(tensor(tensors, prefix + ".weight"), tensors.get(prefix + ".bias"))
+
+
+def read_layer_norm(tensors: dict, prefix: str) -> LayerNorm:
+    return LayerNorm(tensor(tensors, prefix + ".weight"), tensors.get(prefix + ".bias"))
+
+
+def read_block(tensors: dict, prefix: str) -> Block:
+    """The block stored under ``prefix`` (for example ``layers.3``)."""
+    return Block(
+        layernorm_1=read_layer_norm(tensors, prefix + ".layernorm_1"),
+        attn=Attention(
+            att_proj=read_linear(tensors, prefix + ".attn.att_proj"),
+            out_proj=read_linear(tensors, prefix + ".attn.out_proj"),
+        ),
+        layernorm_2=read_layer_norm(tensors, prefix + ".layernorm_2"),
+        mlp=MLP(
+            in_proj=read_linear(tensors, prefix + ".mlp.in_proj"),
+            out_proj=read_linear(tensors, prefix + ".mlp.out_proj"),
+        ),
+    )

@@ -1,0 +1,83 @@
+"""Elementwise and row-wise operations of a GPT block.
+
+``gelu`` is the only one jitted: NumPy has no ``erf``, and a per-element ``math.erf`` through
+``np.vectorize`` is hundreds of times slower. Its plain reference, ``gelu_reference``, sits beside
+it and the tests compare the two.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from ..constants import LAYER_NORM_EPS
+
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+
+
+class Linear(NamedTuple):
+    """A checkpoint ``nn.Linear``: weight (out, in) float32, bias (out,) float32 or None."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+
+
+class LayerNorm(NamedTuple):
+    """A checkpoint ``nn.LayerNorm``: weight (C,) float32, bias (C,) float32 or None."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+
+
+def linear(x: np.ndarray, layer: Linear) -> np.ndarray:
+    """x (..., in) float32 -> (..., out) float32, as ``x @ W.T + b``.
+
+    ``W.T`` is a transposed view, which BLAS reads in place: no copy of the weights is made.
+    """
+    y = x @ layer.weight.T  # (..., out)
+    if layer.bias is not None:
+        y += layer.bias
+    return y
+
+
+def layer_norm(x: np.ndarray, norm: LayerNorm, eps: float = LAYER_NORM_EPS) -> np.ndarray:
+    """Normalise the last axis: x (..., C) float32 -> (..., C) float32, biased variance as torch."""
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    centred = x - mean  # (..., C)
+    var = np.mean(centred * centred, axis=-1, keepdims=True)  # (..., 1)
+    y = centred * (1.0 / np.sqrt(var + eps)).astype(x.dtype)  # (..., C)
+    y *= norm.weight
+    if norm.bias is not None:
+        y += norm.bias
+    return y
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax along ``axis``; keeps the dtype of ``x``."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def gelu_reference(x: np.ndarray) -> np.ndarray:
+    """Exact (erf) GELU, ``x * Phi(x)``, in plain NumPy: the specification of :func:`gelu`."""
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    return (0.5 * x * (1.0 + erf(x.astype(np.float64) * _SQRT_HALF))).astype(x.dtype)
+
+
+@numba.njit(parallel=True, cache=True, fastmath=False)
+def _gelu_inplace(flat):  # flat (N,) float32
+    for i in numba.prange(flat.shape[0]):
+        v = np.float64(flat[i])
+        flat[i] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """Exact (erf) GELU, as torch's ``nn.GELU()``, applied in place: x (...) float32 -> x."""
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    _gelu_inplace(x.reshape(-1))
+    return x

@@ -1,0 +1,134 @@
+"""barknp's three GPTs against logits stored from transformers (tests/goldens/gpt.npz).
+
+Tolerance: float32, max |ours - ref| <= 1e-5 * max |ref|. The weights are redrawn from the seeds
+in the golden file by tools/random_weights.py, so these tests need no torch.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import GOLDENS
+from parity import assert_close
+from random_weights import random_gpt_tensors
+
+from barknp.config import GPTConfig
+from barknp.errors import BarkError
+from barknp.models.fine import FineGPT
+from barknp.models.gpt import CausalGPT
+
+RTOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return dict(np.load(GOLDENS / "gpt.npz"))
+
+
+def build(golden, stage):
+    case = dict(json.loads(str(golden["cases"]))[stage])
+    seed = case.pop("seed")
+    config = GPTConfig(**case)
+    tensors = random_gpt_tensors(
+        case["num_layers"], case["hidden_size"], case["input_vocab_size"], case["output_vocab_size"],
+        seed=seed, fine=stage == "fine", bias=case["bias"],
+    )
+    if stage == "fine":
+        return FineGPT(config, tensors)
+    return CausalGPT(config, tensors, name=stage)
+
+
+def test_semantic_unmerged_batch2(golden):
+    model = build(golden, "semantic")
+    assert_close(model.forward(golden["semantic_ids"]), golden["semantic_logits"], RTOL, "semantic")
+
+
+def test_semantic_merged_context(golden):
+    model = build(golden, "semantic")
+    logits = model.forward(golden["semantic_merged_ids"], merge_context=True)
+    assert logits.shape == (2, 257 + 3, 10_048)  # 513 + 3 ids occupy 257 + 3 positions
+    assert_close(logits[:, -4:], golden["semantic_merged_logits_last4"], RTOL, "semantic merged")
+
+
+def test_semantic_merged_context_with_cache(golden):
+    """Prompt in one call, then three single-token steps: the same logits as one long forward."""
+    model = build(golden, "semantic")
+    ids = golden["semantic_merged_ids"]
+    cache = model.new_cache(batch=2)
+    steps = [model.forward(ids[:, :513], cache, merge_context=True, last_only=True)]
+    for t in range(513, 516):
+        steps.append(model.forward(ids[:, t : t + 1], cache))
+    assert cache.length == 260
+    assert_close(np.concatenate(steps, axis=1), golden["semantic_merged_logits_last4"], RTOL, "cached")
+
+
+def test_coarse_without_bias(golden):
+    model = build(golden, "coarse")
+    assert model.layers[0].attn.att_proj.bias is None  # this case was drawn with bias=False
+    assert_close(model.forward(golden["coarse_ids"]), golden["coarse_logits"], RTOL, "coarse")
+
+
+def test_coarse_cache_matches_full_forward(golden):
+    model = build(golden, "coarse")
+    ids = golden["coarse_ids"]
+    cache = model.new_cache(batch=2)
+    parts = [model.forward(ids[:, :2], cache), model.forward(ids[:, 2:3], cache), model.forward(ids[:, 3:], cache)]
+    assert_close(np.concatenate(parts, axis=1), golden["coarse_logits"], RTOL, "coarse cached")
+
+
+@pytest.mark.parametrize("codebook_idx", range(1, 8))
+def test_fine_every_codebook(golden, codebook_idx):
+    model = build(golden, "fine")
+    ours = model.forward(codebook_idx, golden["fine_codes"])
+    assert_close(ours, golden["fine_logits"][codebook_idx - 1], RTOL, f"fine codebook {codebook_idx}")
+
+
+def test_fine_ignores_codebooks_above_the_predicted_one(golden):
+    model = build(golden, "fine")
+    codes = golden["fine_codes"].copy()
+    before = model.forward(3, codes)
+    codes[:, :, 4:] = 1024
+    np.testing.assert_array_equal(model.forward(3, codes), before)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: m.forward(np.array([[0, 1]], dtype=np.float32)), "must be integers"),
+        (lambda m: m.forward(np.array([[0, 129_600]])), "out of range"),
+        (lambda m: m.forward(np.array([[-1, 3]])), "out of range"),
+        (lambda m: m.forward(np.array([1, 2, 3])), "shape (B, T)"),
+        (lambda m: m.forward(np.zeros((1, 1025), dtype=np.int64)), "exceeds the block size"),
+        (lambda m: m.forward(np.zeros((1, 100), dtype=np.int64), merge_context=True), "merged context"),
+        (lambda m: m.forward(np.zeros((2, 3), dtype=np.int64), m.new_cache(batch=1)), "cache holds batch"),
+    ],
+)
+def test_causal_bad_input(golden, call, message):
+    model = build(golden, "semantic")
+    with pytest.raises(BarkError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call(model)
+
+
+def test_cache_overflow_is_an_error(golden):
+    model = build(golden, "coarse")
+    cache = model.new_cache(batch=1, max_len=4)
+    model.forward(np.zeros((1, 4), dtype=np.int64), cache)
+    with pytest.raises(BarkError, match="exceeds the block size"):
+        model.forward(np.zeros((1, 1), dtype=np.int64), cache)
+
+
+@pytest.mark.parametrize(
+    "idx, codes, message",
+    [
+        (0, np.zeros((1, 4, 8), dtype=np.int64), "codebook_idx"),
+        (8, np.zeros((1, 4, 8), dtype=np.int64), "codebook_idx"),
+        (2, np.zeros((1, 4, 7), dtype=np.int64), "shape"),
+        (2, np.full((1, 4, 8), 1056), "out of range"),
+        (2, np.zeros((1, 1025, 8), dtype=np.int64), "block size"),
+    ],
+)
+def test_fine_bad_input(golden, idx, codes, message):
+    with pytest.raises(BarkError, match=message):
+        build(golden, "fine").forward(idx, codes)

@@ -1,0 +1,116 @@
+"""Building blocks: each fast function against its plain reference on random inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from parity import assert_close
+
+from barknp.nn.attention import KVCache, attend
+from barknp.nn.ops import LayerNorm, gelu, gelu_reference, layer_norm, softmax
+
+shapes = st.tuples(st.integers(1, 3), st.integers(1, 17), st.integers(1, 40))
+
+
+@settings(deadline=None, max_examples=40)
+@given(shape=shapes, seed=st.integers(0, 2**31), scale=st.sampled_from([0.1, 1.0, 8.0]))
+def test_gelu_kernel_matches_reference(shape, seed, scale):
+    x = (scale * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
+    expected = gelu_reference(x)
+    got = gelu(x.copy())
+    # both round one float64 evaluation to float32: equal to within one float32 ulp
+    np.testing.assert_allclose(got, expected, rtol=2e-7, atol=1e-30)
+
+
+def test_gelu_handles_non_contiguous_input():
+    x = np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32)[:, ::2]
+    np.testing.assert_allclose(gelu(x), gelu_reference(x), rtol=2e-7)
+
+
+def test_gelu_reference_is_exact_erf_gelu():
+    for v in (-3.0, -0.5, 0.0, 0.7, 2.5):
+        want = 0.5 * v * (1 + math.erf(v / math.sqrt(2)))
+        got = float(gelu_reference(np.array([v], dtype=np.float32))[0])
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-7)
+
+
+def layer_norm_reference(x, w, b, eps=1e-5):
+    """Row by row in float64, the textbook formula."""
+    x = x.astype(np.float64)
+    out = np.empty_like(x)
+    for idx in np.ndindex(x.shape[:-1]):
+        row = x[idx]
+        out[idx] = (row - row.mean()) / math.sqrt(row.var() + eps) * w + (0 if b is None else b)
+    return out
+
+
+@settings(deadline=None, max_examples=30)
+@given(shape=shapes, seed=st.integers(0, 2**31), with_bias=st.booleans())
+def test_layer_norm_matches_reference(shape, seed, with_bias):
+    rng = np.random.default_rng(seed)
+    x = (3 * rng.standard_normal(shape) + 1).astype(np.float32)
+    w = (1 + 0.1 * rng.standard_normal(shape[-1])).astype(np.float32)
+    b = (0.1 * rng.standard_normal(shape[-1])).astype(np.float32) if with_bias else None
+    got = layer_norm(x, LayerNorm(w, b))
+    ref = layer_norm_reference(x, w, b)
+    assert_close(got, ref, 1e-5, "layer_norm")
+
+
+def attend_reference(q, k, v, causal_offset):
+    """Loop over every query: softmax of its visible scores times the values, in float64."""
+    B, H, T, D = q.shape
+    out = np.zeros(q.shape)
+    for b, h, t in np.ndindex(B, H, T):
+        visible = k.shape[2] if causal_offset is None else causal_offset + t + 1
+        s = k[b, h, :visible].astype(np.float64) @ q[b, h, t] / math.sqrt(D)
+        p = np.exp(s - s.max())
+        out[b, h, t] = (p / p.sum()) @ v[b, h, :visible]
+    return out
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    B=st.integers(1, 2), H=st.integers(1, 3), T=st.integers(1, 6), past=st.integers(0, 5),
+    D=st.integers(1, 9), causal=st.booleans(), seed=st.integers(0, 2**31),
+)
+def test_attend_matches_reference(B, H, T, past, D, causal, seed):
+    rng = np.random.default_rng(seed)
+    S = T + past if causal else T
+    q = rng.standard_normal((B, H, T, D)).astype(np.float32)
+    k = rng.standard_normal((B, H, S, D)).astype(np.float32)
+    v = rng.standard_normal((B, H, S, D)).astype(np.float32)
+    offset = past if causal else None
+    assert_close(attend(q, k, v, offset), attend_reference(q, k, v, offset), 1e-5, "attend")
+
+
+def test_softmax_rows_sum_to_one_and_survive_large_logits():
+    x = np.array([[1000.0, 999.0, -np.inf], [0.0, 0.0, 0.0]], dtype=np.float32)
+    p = softmax(x)
+    np.testing.assert_allclose(p.sum(axis=-1), 1.0, rtol=1e-6)
+    assert p[0, 2] == 0.0 and np.isfinite(p).all()
+
+
+def test_kv_cache_is_preallocated_and_resettable():
+    cache = KVCache(n_layer=2, batch=3, n_head=4, max_len=16, head_dim=8)
+    assert cache.keys.shape == (2, 3, 4, 16, 8) and cache.length == 0
+    assert cache.batch == 3 and cache.max_len == 16
+    cache.length = 5
+    cache.reset()
+    assert cache.length == 0
+
+
+@pytest.mark.reference
+def test_blocks_match_torch_functions():
+    torch = pytest.importorskip("torch", reason="torch is the reference for this test")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 24)).astype(np.float32)
+    w = (1 + 0.1 * rng.standard_normal(24)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(24)).astype(np.float32)
+    ref_ln = torch.nn.functional.layer_norm(torch.from_numpy(x), (24,), torch.from_numpy(w), torch.from_numpy(b), 1e-5)
+    assert_close(layer_norm(x, LayerNorm(w, b)), ref_ln.numpy(), 1e-5, "layer_norm vs torch")
+    ref_gelu = torch.nn.GELU()(torch.from_numpy(x)).numpy()
+    assert_close(gelu(x.copy()), ref_gelu, 1e-6, "gelu vs torch")
