@@ -82,10 +82,26 @@ def load_stage(path: str, stage: str) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def save_stage(path: str, stage: str, config_json: str, tensors: dict[str, np.ndarray]) -> None:
-    """Write one stage file at ``path`` (the caller picks a temporary name and renames)."""
-    from safetensors.numpy import save_file
+    """Write one stage file at ``path`` (the caller picks a temporary name and renames).
 
+    The header is written here, keys sorted, rather than by the safetensors library, whose
+    metadata order varies run to run: converting twice must give identical bytes.
+    """
     if stage not in STAGES:
         raise BarkError(f"unknown stage {stage!r}")
-    ordered = {k: np.ascontiguousarray(tensors[k]) for k in sorted(tensors)}
-    save_file(ordered, path, metadata={"format": FORMAT, "stage": stage, "config": config_json})
+    codes = {np.dtype(v): k for k, v in _DTYPES.items()}
+    header: dict = {"__metadata__": {"config": config_json, "format": FORMAT, "stage": stage}}
+    arrays = {name: np.ascontiguousarray(tensors[name]) for name in sorted(tensors)}
+    offset = 0
+    for name, a in arrays.items():
+        if a.dtype not in codes:
+            raise BarkError(f"tensor {name}: unsupported dtype {a.dtype}")
+        header[name] = {"dtype": codes[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # align the data block, as safetensors does
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for a in arrays.values():
+            a.astype(a.dtype.newbyteorder("<"), copy=False).tofile(f)

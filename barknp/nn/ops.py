@@ -68,16 +68,28 @@ def gelu_reference(x: np.ndarray) -> np.ndarray:
     return (0.5 * x * (1.0 + erf(x.astype(np.float64) * _SQRT_HALF))).astype(x.dtype)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
-def _gelu_inplace(flat):  # flat (N,) float32
+@numba.njit(cache=True)
+def _gelu_serial(flat):  # flat (N,) float32, overwritten
+    for i in range(flat.shape[0]):
+        v = np.float64(flat[i])
+        flat[i] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+
+
+@numba.njit(parallel=True, cache=True)
+def _gelu_parallel(flat):  # flat (N,) float32, overwritten; the same function over threads
     for i in numba.prange(flat.shape[0]):
         v = np.float64(flat[i])
         flat[i] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+
+
+# One decode step's MLP (a few thousand values) finishes before threads would wake.
+_PARALLEL_FROM = 1 << 16  # elements
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
     """Exact (erf) GELU, as torch's ``nn.GELU()``, applied in place: x (...) float32 -> x."""
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
-    _gelu_inplace(x.reshape(-1))
+    flat = x.reshape(-1)
+    (_gelu_parallel if flat.size >= _PARALLEL_FROM else _gelu_serial)(flat)
     return x
