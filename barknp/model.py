@@ -1,0 +1,125 @@
+"""A loaded Bark model: the four stage networks, the tokenizer and the voice presets.
+
+    model = barknp.load("suno/bark-small")          # converts into the cache on first use
+    semantic = model.text_to_semantic("Hello!", voice="v2/en_speaker_6", rng=0)   # (T,) int64
+    coarse = model.semantic_to_coarse(semantic, voice="v2/en_speaker_6", rng=1)  # (2, T') int64
+    fine = model.coarse_to_fine(coarse, voice="v2/en_speaker_6", rng=2)          # (8, T') int64
+    audio = model.codec.decode(fine)                                             # (T' * 320,) float32
+
+Each stage lives in its own module; this class only wires them together. It holds no hidden
+state between calls: every generation takes its random generator explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import BarkError
+from .generation.coarse import generate_coarse
+from .generation.fine import generate_fine
+from .generation.sampling import as_generator
+from .generation.semantic import generate_semantic
+from .generation.tokenizer import load_tokenizer
+from .generation.voices import list_voices, load_voice
+from .models.codec import Codec
+from .models.fine import FineGPT
+from .models.gpt import CausalGPT
+from .weights import stage_path
+
+
+class Bark:
+    """Bark's pipeline over explicit weights. Build with :func:`barknp.load`."""
+
+    def __init__(self, semantic: CausalGPT, coarse: CausalGPT, fine: FineGPT, codec: Codec,
+                 tokenizer, voices_dir: str | None = None, path: str | None = None):
+        self.semantic = semantic
+        self.coarse = coarse
+        self.fine = fine
+        self.codec = codec
+        self.tokenizer = tokenizer
+        self.voices_dir = voices_dir
+        self.path = path
+
+    @classmethod
+    def from_dir(cls, model_dir: str) -> "Bark":
+        """Load a converted model directory (the layout of weights/README.md)."""
+        return cls(
+            semantic=CausalGPT.load(stage_path(model_dir, "semantic"), "semantic"),
+            coarse=CausalGPT.load(stage_path(model_dir, "coarse"), "coarse"),
+            fine=FineGPT.load(stage_path(model_dir, "fine")),
+            codec=Codec.load(stage_path(model_dir, "codec")),
+            tokenizer=load_tokenizer(os.path.join(model_dir, "tokenizer")),
+            voices_dir=os.path.join(model_dir, "voices"),
+            path=model_dir,
+        )
+
+    def __repr__(self) -> str:
+        c = self.semantic.config
+        return f"Bark({self.path!r}, {c.num_layers} layers, width {c.hidden_size})"
+
+    # --- voices ---------------------------------------------------------------------------
+
+    def voices(self) -> list[str]:
+        """Names of the voice presets shipped with this model."""
+        return list_voices(self.voices_dir)
+
+    def voice(self, voice) -> dict | None:
+        """Resolve a voice (None, preset name, .npz path or dict) to checked arrays."""
+        return load_voice(voice, self.voices_dir)
+
+    # --- the stages -----------------------------------------------------------------------
+
+    def text_to_semantic(self, text, voice=None, temp=0.7, top_k=None, top_p=None, min_eos_p=0.2,
+                         max_gen_duration_s=None, allow_early_stop=True, rng=None, silent=False) -> np.ndarray:
+        """Stage 1: text -> semantic tokens (T,) int64 in [0, 10000)."""
+        return generate_semantic(
+            self.semantic, self.tokenizer, text, voice=self.voice(voice), temp=temp, top_k=top_k,
+            top_p=top_p, min_eos_p=min_eos_p, max_gen_duration_s=max_gen_duration_s,
+            allow_early_stop=allow_early_stop, rng=rng, silent=silent,
+        )
+
+    def semantic_to_coarse(self, semantic, voice=None, temp=0.7, top_k=None, top_p=None,
+                           max_coarse_history=630, sliding_window_len=60, rng=None, silent=False) -> np.ndarray:
+        """Stage 2: semantic tokens (T,) -> coarse codes (2, T') int64 in [0, 1024)."""
+        return generate_coarse(
+            self.coarse, semantic, voice=self.voice(voice), temp=temp, top_k=top_k, top_p=top_p,
+            max_coarse_history=max_coarse_history, sliding_window_len=sliding_window_len, rng=rng,
+            silent=silent,
+        )
+
+    def coarse_to_fine(self, coarse, voice=None, temp=0.5, rng=None, silent=False) -> np.ndarray:
+        """Stage 3: coarse codes (2, T') -> all eight codebooks (8, T') int64 in [0, 1024)."""
+        return generate_fine(self.fine, coarse, voice=self.voice(voice), temp=temp, rng=rng, silent=silent)
+
+    def generate(self, text, voice=None, text_temp=0.7, waveform_temp=0.7, fine_temp=0.5,
+                 min_eos_p=0.2, rng=None, silent=False, output_full=False):
+        """Text -> 24 kHz float32 audio (N,), all four stages with one random generator.
+
+        With ``output_full`` returns ``(full_generation, audio)`` where full_generation holds
+        semantic_prompt, coarse_prompt and fine_prompt, reusable as a voice.
+        """
+        rng = as_generator(rng)
+        voice = self.voice(voice)
+        semantic = self.text_to_semantic(text, voice, temp=text_temp, min_eos_p=min_eos_p, rng=rng, silent=silent)
+        coarse = self.semantic_to_coarse(semantic, voice, temp=waveform_temp, rng=rng, silent=silent)
+        fine = self.coarse_to_fine(coarse, voice, temp=fine_temp, rng=rng, silent=silent)
+        audio = self.codec.decode(fine)
+        if output_full:
+            return {"semantic_prompt": semantic, "coarse_prompt": coarse, "fine_prompt": fine}, audio
+        return audio
+
+
+def load(path_or_repo: str = "suno/bark-small", *, home: str | None = None, offline: bool | None = None,
+         device: str = "cpu", progress: bool = True) -> Bark:
+    """Load a Bark model from a converted directory, a transformers-layout directory or a hub repo id.
+
+    Anything not yet converted is converted into ``home`` (default ``$BARKNP_HOME`` or
+    ``~/.cache/barknp``) on first use. ``device`` must be ``"cpu"``.
+    """
+    from .convert import locate
+
+    if device != "cpu":
+        raise BarkError(f"device {device!r} is not supported by this build; use device='cpu'")
+    return Bark.from_dir(locate(path_or_repo, home=home, offline=offline, progress=progress))
