@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from .convert.quantize import ensure_int8
 from .errors import BarkError
 from .generation.coarse import generate_coarse
 from .generation.fine import generate_fine
@@ -43,11 +44,22 @@ class Bark:
         self.path = path
 
     @classmethod
-    def from_dir(cls, model_dir: str) -> "Bark":
-        """Load a converted model directory (the layout of weights/README.md)."""
+    def from_dir(cls, model_dir: str, weights: str = "float32") -> "Bark":
+        """Load a converted model directory (the layout of weights/README.md).
+
+        ``weights="int8"`` decodes the semantic and coarse stages with int8 weights, writing
+        their int8 files into ``model_dir`` on first use.
+        """
+        if weights not in ("float32", "int8"):
+            raise BarkError(f"weights must be 'float32' or 'int8', got {weights!r}")
+
+        def causal(stage):
+            path = ensure_int8(model_dir, stage) if weights == "int8" else stage_path(model_dir, stage)
+            return CausalGPT.load(path, stage)
+
         return cls(
-            semantic=CausalGPT.load(stage_path(model_dir, "semantic"), "semantic"),
-            coarse=CausalGPT.load(stage_path(model_dir, "coarse"), "coarse"),
+            semantic=causal("semantic"),
+            coarse=causal("coarse"),
             fine=FineGPT.load(stage_path(model_dir, "fine")),
             codec=Codec.load(stage_path(model_dir, "codec")),
             tokenizer=load_tokenizer(os.path.join(model_dir, "tokenizer")),
@@ -112,14 +124,15 @@ class Bark:
 
 
 def load(path_or_repo: str = "suno/bark-small", *, home: str | None = None, offline: bool | None = None,
-         device: str = "cpu", progress: bool = True) -> Bark:
+         device: str = "cpu", weights: str = "float32", progress: bool = True) -> Bark:
     """Load a Bark model from a converted directory, a transformers-layout directory or a hub repo id.
 
     Anything not yet converted is converted into ``home`` (default ``$BARKNP_HOME`` or
-    ``~/.cache/barknp``) on first use. ``device`` must be ``"cpu"``.
+    ``~/.cache/barknp``) on first use. ``device`` must be ``"cpu"``. ``weights="int8"`` decodes
+    the two causal stages with int8 weight-only quantization (per-row scales).
     """
     from .convert import locate
 
     if device != "cpu":
         raise BarkError(f"device {device!r} is not supported by this build; use device='cpu'")
-    return Bark.from_dir(locate(path_or_repo, home=home, offline=offline, progress=progress))
+    return Bark.from_dir(locate(path_or_repo, home=home, offline=offline, progress=progress), weights=weights)

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import BarkError
 from .attention import Attention, KVCache, self_attention
 from .ops import LayerNorm, Linear, gelu, layer_norm, linear
+from .quant import QLinear
 
 
 class MLP(NamedTuple):
@@ -52,8 +53,12 @@ def tensor(tensors: dict, name: str) -> np.ndarray:
         raise BarkError(f"weights: missing tensor {name!r}") from None
 
 
-def read_linear(tensors: dict, prefix: str) -> Linear:
-    return Linear(tensor(tensors, prefix + ".weight"), tensors.get(prefix + ".bias"))
+def read_linear(tensors: dict, prefix: str) -> Linear | QLinear:
+    """A float32 Linear, or a QLinear where the file stores int8 weights with ``.weight_scale``."""
+    weight = tensor(tensors, prefix + ".weight")
+    if weight.dtype == np.int8:
+        return QLinear(weight, tensor(tensors, prefix + ".weight_scale"), tensors.get(prefix + ".bias"))
+    return Linear(weight, tensors.get(prefix + ".bias"))
 
 
 def read_layer_norm(tensors: dict, prefix: str) -> LayerNorm:

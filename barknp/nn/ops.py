@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from ..constants import LAYER_NORM_EPS
+from .quant import QLinear, qlinear
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 
@@ -32,11 +33,14 @@ class LayerNorm(NamedTuple):
     bias: np.ndarray | None
 
 
-def linear(x: np.ndarray, layer: Linear) -> np.ndarray:
+def linear(x: np.ndarray, layer: Linear | QLinear) -> np.ndarray:
     """x (..., in) float32 -> (..., out) float32, as ``x @ W.T + b``.
 
     ``W.T`` is a transposed view, which BLAS reads in place: no copy of the weights is made.
+    An int8 layer (:class:`~barknp.nn.quant.QLinear`) goes through its own kernel.
     """
+    if isinstance(layer, QLinear):
+        return qlinear(x, layer)
     y = x @ layer.weight.T  # (..., out)
     if layer.bias is not None:
         y += layer.bias

@@ -1,0 +1,93 @@
+"""int8 weight-only layers: the kernel against its reference, and int8 stage files."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from parity import assert_close
+from random_weights import random_gpt_tensors
+
+from barknp.config import GPTConfig, config_to_json
+from barknp.convert.quantize import ensure_int8, int8_stage_path, quantize_tensors
+from barknp.errors import BarkError
+from barknp.models.gpt import CausalGPT
+from barknp.nn.ops import Linear, linear
+from barknp.nn.quant import (
+    KERNEL_MAX_ROWS, QLinear, dequantize_rows, int8_matmul, int8_matmul_reference, quantize_rows,
+)
+from barknp.weights import save_stage, stage_path
+
+
+@settings(deadline=None, max_examples=40)
+@given(n=st.integers(1, 9), k=st.integers(1, 70), out=st.integers(1, 40), seed=st.integers(0, 2**31))
+def test_int8_kernel_matches_reference(n, k, out, seed):
+    rng = np.random.default_rng(seed)
+    q, scale = quantize_rows(rng.standard_normal((out, k)).astype(np.float32))
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    # fastmath lets the kernel reorder its sums: float32 rounding, not an algorithmic difference
+    assert_close(int8_matmul(x, q, scale), int8_matmul_reference(x, q, scale), 1e-5, "int8_matmul")
+
+
+def test_quantization_error_is_at_most_half_a_step():
+    w = np.random.default_rng(0).standard_normal((64, 48)).astype(np.float32)
+    w[3] = 0.0  # an all-zero row must not divide by zero
+    q, scale = quantize_rows(w)
+    assert q.dtype == np.int8 and scale.dtype == np.float32 and np.abs(q).max() <= 127
+    err = np.abs(dequantize_rows(q, scale) - w)
+    assert (err <= scale[:, None] / 2 + 1e-7).all()
+    assert (dequantize_rows(q, scale)[3] == 0).all()
+
+
+@pytest.mark.parametrize("rows", [1, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 1])
+def test_linear_dispatches_int8_on_both_paths(rows):
+    rng = np.random.default_rng(rows)
+    w = rng.standard_normal((20, 12)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    q, scale = quantize_rows(w)
+    x = rng.standard_normal((1, rows, 12)).astype(np.float32)
+    got = linear(x, QLinear(q, scale, b))
+    want = linear(x, Linear(dequantize_rows(q, scale), b))
+    assert got.shape == (1, rows, 20)
+    assert_close(got, want, 1e-5, f"qlinear rows={rows}")
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    cfg = GPTConfig(num_layers=2, num_heads=2, hidden_size=32, input_vocab_size=12_096, output_vocab_size=12_096)
+    tensors = random_gpt_tensors(2, 32, 12_096, 12_096, seed=4)
+    save_stage(stage_path(str(tmp_path), "coarse"), "coarse", config_to_json(cfg), tensors)
+    return str(tmp_path)
+
+
+def test_int8_stage_file_is_written_once_and_loads(model_dir):
+    path = ensure_int8(model_dir, "coarse")
+    assert path == int8_stage_path(model_dir, "coarse") and os.path.isfile(path)
+    assert not [f for f in os.listdir(model_dir) if ".tmp-" in f]
+    mtime = os.path.getmtime(path)
+    assert ensure_int8(model_dir, "coarse") == path and os.path.getmtime(path) == mtime
+    q8 = CausalGPT.load(path, "coarse")
+    f32 = CausalGPT.load(stage_path(model_dir, "coarse"), "coarse")
+    assert isinstance(q8.layers[0].attn.att_proj, QLinear) and isinstance(q8.lm_head, QLinear)
+    assert q8.input_embeds_layer.dtype == np.float32
+    ids = np.random.default_rng(0).integers(0, 12_096, (1, 20))
+    a, b = q8.forward(ids), f32.forward(ids)
+    # int8 is an approximation: its error is measured, and bounded well below the logits' scale
+    assert_close(a, b, 3e-2, "int8 vs float32 logits")
+    assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.9
+
+
+def test_int8_only_for_decoding_stages(model_dir):
+    with pytest.raises(BarkError, match="only semantic, coarse"):
+        ensure_int8(model_dir, "fine")
+
+
+def test_quantize_tensors_keeps_embeddings_and_norms_float():
+    t = quantize_tensors(random_gpt_tensors(1, 16, 100, 100, seed=0))
+    assert t["layers.0.attn.att_proj.weight"].dtype == np.int8
+    assert t["layers.0.attn.att_proj.weight_scale"].shape == (48,)
+    assert t["input_embeds_layer.weight"].dtype == np.float32
+    assert t["layers.0.layernorm_1.weight"].dtype == np.float32
