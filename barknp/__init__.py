@@ -6,10 +6,11 @@
     barknp.save_wav("hello.wav", audio)
 """
 
-# save_wav: added when barknp/audio.py lands
+from .audio import save_wav
 from .constants import SAMPLE_RATE
 from .errors import BarkError
 from .model import Bark, load
+from .threads import set_num_threads
 
-__all__ = ["Bark", "BarkError", "SAMPLE_RATE", "load"]
+__all__ = ["Bark", "BarkError", "SAMPLE_RATE", "load", "save_wav", "set_num_threads"]
 __version__ = "0.1.0"

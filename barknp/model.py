@@ -106,7 +106,7 @@ class Bark:
         return generate_fine(self.fine, coarse, voice=self.voice(voice), temp=temp, rng=rng, silent=silent)
 
     def generate(self, text, voice=None, text_temp=0.7, waveform_temp=0.7, fine_temp=0.5,
-                 min_eos_p=0.2, rng=None, silent=False, output_full=False):
+                 min_eos_p=0.2, max_gen_duration_s=None, rng=None, silent=False, output_full=False):
         """Text -> 24 kHz float32 audio (N,), all four stages with one random generator.
 
         With ``output_full`` returns ``(full_generation, audio)`` where full_generation holds
@@ -114,7 +114,8 @@ class Bark:
         """
         rng = as_generator(rng)
         voice = self.voice(voice)
-        semantic = self.text_to_semantic(text, voice, temp=text_temp, min_eos_p=min_eos_p, rng=rng, silent=silent)
+        semantic = self.text_to_semantic(text, voice, temp=text_temp, min_eos_p=min_eos_p,
+                                         max_gen_duration_s=max_gen_duration_s, rng=rng, silent=silent)
         coarse = self.semantic_to_coarse(semantic, voice, temp=waveform_temp, rng=rng, silent=silent)
         fine = self.coarse_to_fine(coarse, voice, temp=fine_temp, rng=rng, silent=silent)
         audio = self.codec.decode(fine)

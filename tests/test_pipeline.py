@@ -1,0 +1,76 @@
+"""The whole pipeline through the public surface: barknp.load, Bark.generate, save_wav."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+
+import barknp
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return barknp.load(tiny_model_dir)
+
+
+def short_generate(model, rng, voice="v2/en_speaker_6"):
+    """All four stages on ~0.4 s of semantic tokens (a random tiny model never says EOS)."""
+    rng = np.random.default_rng(rng)
+    sem = model.text_to_semantic("Hello there.", voice=voice, max_gen_duration_s=0.4, rng=rng, silent=True)
+    coarse = model.semantic_to_coarse(sem, voice=voice, rng=rng, silent=True)
+    fine = model.coarse_to_fine(coarse, voice=voice, rng=rng, silent=True)
+    return sem, coarse, fine, model.codec.decode(fine)
+
+
+def test_load_exposes_the_four_stages(model):
+    assert model.semantic.config.input_vocab_size == 129_600
+    assert model.coarse.config.output_vocab_size == 12_096
+    assert model.fine.config.n_codes_total == 8
+    assert "v2/en_speaker_6" in model.voices()
+
+
+def test_stages_chain_with_consistent_shapes(model):
+    sem, coarse, fine, audio = short_generate(model, 0)
+    assert sem.ndim == 1 and 0 < len(sem) <= 21 and sem.max() < 10_000
+    assert coarse.shape[0] == 2 and fine.shape == (8, coarse.shape[1])
+    assert coarse.max() < 1024 and fine.max() < 1024
+    np.testing.assert_array_equal(fine[:2], coarse)  # the fine stage never rewrites the coarse codebooks
+    assert audio.dtype == np.float32 and audio.shape == (fine.shape[1] * 320,)
+
+
+def test_same_seed_same_audio_and_different_seed_differs(model):
+    a = short_generate(model, 7)
+    b = short_generate(model, 7)
+    c = short_generate(model, 8)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_generate_output_full_is_a_reusable_voice(model, tmp_path):
+    from barknp.generation.voices import save_voice
+
+    full, audio = model.generate("Hi.", voice="announcer", max_gen_duration_s=0.3, rng=3, silent=True,
+                                 output_full=True)
+    assert set(full) == {"semantic_prompt", "coarse_prompt", "fine_prompt"}
+    path = tmp_path / "mine.npz"
+    save_voice(str(path), full)
+    again = model.text_to_semantic("Again.", voice=str(path), max_gen_duration_s=0.2, rng=1, silent=True)
+    assert len(again) > 0
+    barknp.save_wav(str(tmp_path / "out.wav"), audio)
+    data, rate = soundfile.read(str(tmp_path / "out.wav"))
+    assert rate == barknp.SAMPLE_RATE and len(data) == len(audio)
+
+
+def test_int8_weights_load_and_generate(tiny_model_dir):
+    model = barknp.load(tiny_model_dir, weights="int8")
+    from barknp.nn.quant import QLinear
+
+    assert isinstance(model.semantic.lm_head, QLinear) and isinstance(model.coarse.lm_head, QLinear)
+    sem, coarse, fine, audio = short_generate(model, 0)
+    assert len(audio) == fine.shape[1] * 320
+
+
+def test_bad_device_and_weights_are_clear_errors(tiny_model_dir):
+    with pytest.raises(barknp.BarkError, match="weights must be"):
+        barknp.load(tiny_model_dir, weights="int4")
