@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from parity import assert_close
 
-from barknp.nn.attention import KVCache, attend
+from barknp.nn.attention import KVCache, attend, masked_softmax, masked_softmax_reference
 from barknp.nn.ops import LayerNorm, gelu, gelu_reference, layer_norm, softmax
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 17), st.integers(1, 40))
@@ -114,3 +114,19 @@ def test_blocks_match_torch_functions():
     assert_close(layer_norm(x, LayerNorm(w, b)), ref_ln.numpy(), 1e-5, "layer_norm vs torch")
     ref_gelu = torch.nn.GELU()(torch.from_numpy(x)).numpy()
     assert_close(gelu(x.copy()), ref_gelu, 1e-6, "gelu vs torch")
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    N=st.integers(1, 4), T=st.integers(1, 9), extra=st.integers(0, 6), causal=st.booleans(),
+    seed=st.integers(0, 2**31), scale=st.sampled_from([0.125, 1.0, 3.0]),
+)
+def test_masked_softmax_kernel_matches_reference(N, T, extra, causal, seed, scale):
+    S = T + extra
+    scores = (4 * np.random.default_rng(seed).standard_normal((N, T, S))).astype(np.float32)
+    offset = extra if causal else None
+    want = masked_softmax_reference(scores, scale, offset)
+    got = masked_softmax(scores.copy(), np.float32(scale), -1 if offset is None else offset)
+    assert_close(got, want, 1e-6, "masked_softmax")
+    if causal:
+        assert (got[:, np.arange(S)[None, :] > (extra + np.arange(T))[:, None]] == 0).all()

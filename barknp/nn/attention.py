@@ -6,8 +6,10 @@ key and one value per layer and head, never the history.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from .ops import Linear, linear, softmax
@@ -58,6 +60,46 @@ def merge_heads(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * D)
 
 
+def masked_softmax_reference(scores: np.ndarray, scale: float, causal_offset: int | None) -> np.ndarray:
+    """Softmax over the last axis of ``scores * scale`` with future keys masked.
+
+    scores (..., T, S) float32 -> probabilities of the same shape. Query t sits at absolute
+    position ``causal_offset + t`` and sees keys 0 .. causal_offset + t; ``None``: no mask.
+    """
+    T, S = scores.shape[-2:]
+    scores = scores * np.float32(scale)
+    if causal_offset is not None:
+        future = np.arange(S)[None, :] > (causal_offset + np.arange(T))[:, None]  # (T, S)
+        scores[..., future] = -np.inf
+    return softmax(scores)
+
+
+@numba.njit(parallel=True, cache=True)
+def masked_softmax(scores, scale, causal_offset):  # scores (N, T, S) float32, overwritten
+    """The kernel of :func:`masked_softmax_reference`, one pass per row, rows over threads.
+
+    ``causal_offset`` < 0 means no mask. Masked entries become exactly 0.
+    """
+    N, T, S = scores.shape
+    for r in numba.prange(N * T):
+        row = scores[r // T, r % T]
+        visible = S if causal_offset < 0 else min(S, causal_offset + r % T + 1)
+        peak = -np.inf
+        for j in range(visible):
+            peak = max(peak, row[j] * scale)
+        total = 0.0
+        for j in range(visible):
+            e = math.exp(row[j] * scale - peak)
+            row[j] = e
+            total += e
+        inv = 1.0 / total
+        for j in range(visible):
+            row[j] *= inv
+        for j in range(visible, S):
+            row[j] = 0.0
+    return scores
+
+
 def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal_offset: int | None) -> np.ndarray:
     """Scaled dot-product attention.
 
@@ -65,13 +107,15 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal_offset: int | Non
     ``causal_offset`` is the absolute position of q's first row within k (S - T for a causal
     model continuing a cache); ``None`` means non-causal, every query sees every key.
     """
-    T, S, D = q.shape[2], k.shape[2], q.shape[3]
-    scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(1.0 / np.sqrt(D))  # (B, H, T, S)
-    if causal_offset is not None and T > 1:
-        # query t sits at position causal_offset + t and may see keys 0 .. causal_offset + t
-        future = np.arange(S)[None, :] > (causal_offset + np.arange(T))[:, None]  # (T, S)
-        scores[..., future] = -np.inf
-    return softmax(scores) @ v  # (B, H, T, D)
+    B, H, T, D = q.shape
+    scale = 1.0 / math.sqrt(D)
+    scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
+    if T == 1:  # a decode step: one short row per head, cheaper in NumPy than a kernel launch
+        probs = masked_softmax_reference(scores, scale, None)
+    else:
+        offset = -1 if causal_offset is None else causal_offset
+        probs = masked_softmax(scores.reshape(B * H, T, -1), np.float32(scale), offset).reshape(scores.shape)
+    return probs @ v  # (B, H, T, D)
 
 
 def self_attention(
