@@ -1,0 +1,163 @@
+"""Stage 2: semantic tokens -> codebooks 0 and 1, as Suno's ``generate_coarse(use_kv_caching=True)``.
+
+The coarse GPT reads, per window, 256 semantic tokens (right-padded with
+COARSE_SEMANTIC_PAD_TOKEN), COARSE_INFER_TOKEN, then up to ``max_coarse_history`` coarse tokens
+of history, and generates ``sliding_window_len`` more before the window slides and the KV cache
+is rebuilt from scratch. Coarse tokens interleave the two codebooks frame by frame
+(c0[0], c1[0], c0[1], ...) and live in the model's vocabulary at SEMANTIC_VOCAB_SIZE + code
+(codebook 0) and SEMANTIC_VOCAB_SIZE + CODEBOOK_SIZE + code (codebook 1); at each step only the
+1024 logits of the codebook whose turn it is are sampled.
+
+With a voice, its semantic and coarse prompts are trimmed to matching lengths (at most
+``max_coarse_history`` coarse tokens, an even number of semantic tokens) and the coarse history
+then loses its last two tokens: the original's "time alignment" hack, kept as is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tqdm
+
+from ..constants import (
+    BLOCK_SIZE,
+    CODEBOOK_SIZE,
+    COARSE_INFER_TOKEN,
+    COARSE_SEMANTIC_PAD_TOKEN,
+    COARSE_SEMANTIC_WINDOW,
+    COARSE_SLIDING_WINDOW_LEN,
+    MAX_COARSE_HISTORY,
+    MIN_COARSE_HISTORY,
+    N_COARSE_CODEBOOKS,
+    SEMANTIC_TO_COARSE_RATIO,
+    SEMANTIC_VOCAB_SIZE,
+)
+from ..errors import BarkError
+from .sampling import as_generator, check_sampling_args, sample
+from .voices import load_voice
+
+
+def check_semantic(semantic) -> np.ndarray:
+    """Validate semantic tokens -> (T,) int64, T >= 1, values in [0, SEMANTIC_VOCAB_SIZE)."""
+    arr = np.asarray(semantic)
+    if arr.ndim != 1 or arr.size == 0:
+        raise BarkError(f"semantic: expected a non-empty 1-D token array, got shape {arr.shape}")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise BarkError(f"semantic: tokens must be integers, got dtype {arr.dtype}")
+    if arr.min() < 0 or arr.max() >= SEMANTIC_VOCAB_SIZE:
+        raise BarkError(
+            f"semantic: tokens in [{arr.min()}, {arr.max()}], outside [0, {SEMANTIC_VOCAB_SIZE})"
+        )
+    return arr.astype(np.int64)
+
+
+def fresh_cache(model, cache):
+    """An empty cache for one sequence: ``cache`` emptied when it can be, else a new one."""
+    if cache is not None and hasattr(cache, "reset"):
+        cache.reset()
+        return cache
+    return model.new_cache(1)
+
+
+def flatten_codebooks(codes: np.ndarray) -> np.ndarray:
+    """(N, T) codes -> (N*T,) int64 frame-major, codebook n shifted by n*CODEBOOK_SIZE."""
+    shifted = codes.astype(np.int64) + (np.arange(codes.shape[0], dtype=np.int64) * CODEBOOK_SIZE)[:, None]  # (N, T)
+    return shifted.T.reshape(-1)  # (T*N,) c0[0], c1[0], c0[1], ...
+
+
+def voice_histories(voice: dict, max_semantic_history: int) -> tuple[np.ndarray, np.ndarray]:
+    """The voice's trimmed semantic history (S,) and coarse history (C,) in model ids, int64."""
+    sem = voice["semantic_prompt"]  # (T,)
+    coarse = voice["coarse_prompt"]  # (2, T')
+    # the original insists the prompts cover the same stretch of audio
+    if round(coarse.shape[-1] / len(sem), 1) != round(SEMANTIC_TO_COARSE_RATIO / N_COARSE_CODEBOOKS, 1):
+        raise BarkError(
+            f"voice: coarse_prompt has {coarse.shape[-1]} frames for {len(sem)} semantic tokens; "
+            f"expected about {SEMANTIC_TO_COARSE_RATIO / N_COARSE_CODEBOOKS:.1f} frames per token"
+        )
+    coarse_flat = flatten_codebooks(coarse) + SEMANTIC_VOCAB_SIZE  # (2*T',)
+    n_sem = int(
+        min(
+            max_semantic_history,
+            len(sem) - len(sem) % 2,
+            int(np.floor(len(coarse_flat) / SEMANTIC_TO_COARSE_RATIO)),
+        )
+    )
+    n_coarse = int(round(n_sem * SEMANTIC_TO_COARSE_RATIO))
+    # n == 0 slices everything ([-0:]), exactly as the original does
+    sem_hist = sem[-n_sem:].astype(np.int64)  # (S,)
+    coarse_hist = coarse_flat[-n_coarse:][:-2]  # (C,) minus the alignment hack's two tokens
+    return sem_hist, coarse_hist
+
+
+def generate_coarse(
+    model,
+    semantic,
+    voice=None,
+    temp=0.7,
+    top_k=None,
+    top_p=None,
+    max_coarse_history=MAX_COARSE_HISTORY,
+    sliding_window_len=COARSE_SLIDING_WINDOW_LEN,
+    rng=None,
+    silent=False,
+    presets_dir=None,
+) -> np.ndarray:
+    """Semantic tokens (T,) int -> coarse codes (2, T') int64 in [0, CODEBOOK_SIZE).
+
+    T' = floor(T * SEMANTIC_TO_COARSE_RATIO / 2). ``model`` is the causal coarse GPT.
+    ``temp == 0`` is greedy; ``rng`` as in sampling.py.
+    """
+    check_sampling_args(temp, top_k, top_p)
+    semantic = check_semantic(semantic)  # (T,)
+    if not MIN_COARSE_HISTORY <= max_coarse_history <= MAX_COARSE_HISTORY:
+        raise BarkError(
+            f"max_coarse_history: must be in [{MIN_COARSE_HISTORY}, {MAX_COARSE_HISTORY}], got {max_coarse_history}"
+        )
+    if sliding_window_len < 1 or max_coarse_history + sliding_window_len > BLOCK_SIZE - COARSE_SEMANTIC_WINDOW:
+        raise BarkError(
+            f"sliding_window_len: must be >= 1 with max_coarse_history + sliding_window_len <= "
+            f"{BLOCK_SIZE - COARSE_SEMANTIC_WINDOW}, got {sliding_window_len} (+{max_coarse_history})"
+        )
+    voice = load_voice(voice, presets_dir)
+    rng = as_generator(rng)
+    max_semantic_history = int(np.floor(max_coarse_history / SEMANTIC_TO_COARSE_RATIO))
+    if voice is not None:
+        sem_hist, coarse_hist = voice_histories(voice, max_semantic_history)
+    else:
+        sem_hist = np.zeros(0, dtype=np.int64)
+        coarse_hist = np.zeros(0, dtype=np.int64)
+
+    n_steps = int(
+        round(np.floor(len(semantic) * SEMANTIC_TO_COARSE_RATIO / N_COARSE_CODEBOOKS) * N_COARSE_CODEBOOKS)
+    )
+    if n_steps <= 0:
+        raise BarkError(f"semantic: {len(semantic)} token(s) is too short to make one coarse frame")
+    all_semantic = np.concatenate([sem_hist, semantic])  # (S + T,)
+    coarse = list(coarse_hist)  # grows by one token per step; model ids
+    base_semantic_idx = len(sem_hist)
+    n_windows = int(np.ceil(n_steps / sliding_window_len))
+    n_step = 0
+    cache = None
+    for _ in tqdm.tqdm(range(n_windows), total=n_windows, disable=silent):
+        semantic_idx = base_semantic_idx + int(round(n_step / SEMANTIC_TO_COARSE_RATIO))
+        window = all_semantic[max(0, semantic_idx - max_semantic_history) :][:COARSE_SEMANTIC_WINDOW]
+        sem_block = np.full(COARSE_SEMANTIC_WINDOW, COARSE_SEMANTIC_PAD_TOKEN, dtype=np.int64)  # (256,)
+        sem_block[: len(window)] = window
+        history = np.asarray(coarse[len(coarse) - min(len(coarse), max_coarse_history) :], dtype=np.int64)
+        ids = np.concatenate([sem_block, [COARSE_INFER_TOKEN], history]).astype(np.int64)[None]  # (1, 257+H)
+        cache = fresh_cache(model, cache)  # every window starts from an empty cache
+        for _ in range(sliding_window_len):
+            if n_step >= n_steps:
+                break
+            codebook = n_step % N_COARSE_CODEBOOKS
+            start = SEMANTIC_VOCAB_SIZE + codebook * CODEBOOK_SIZE
+            logits = model.forward(ids, cache=cache, last_only=True)  # (1, 1, V)
+            relevant = np.asarray(logits[0, -1, start : start + CODEBOOK_SIZE], dtype=np.float32)  # (1024,)
+            code, _ = sample(relevant, temp, rng, top_k=top_k, top_p=top_p)
+            coarse.append(start + code)
+            ids = np.array([[start + code]], dtype=np.int64)  # (1, 1)
+            n_step += 1
+    generated = np.asarray(coarse[len(coarse_hist) :], dtype=np.int64)  # (n_steps,)
+    codes = generated.reshape(-1, N_COARSE_CODEBOOKS).T - SEMANTIC_VOCAB_SIZE  # (2, T')
+    codes -= (np.arange(N_COARSE_CODEBOOKS, dtype=np.int64) * CODEBOOK_SIZE)[:, None]
+    return codes

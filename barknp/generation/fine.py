@@ -1,0 +1,80 @@
+"""Stage 3: codebooks 0..1 -> 0..7, as Suno's ``generate_fine``.
+
+The fine GPT is non-causal and sees FINE_WINDOW (1024) frames at once. The input is the voice's
+fine prompt (its last FINE_HISTORY frames), then the coarse codes with the missing codebooks set
+to FINE_PAD_TOKEN, right-padded with FINE_PAD_TOKEN frames to at least 1024. Windows start every
+FINE_STEP (512) frames; in each, codebooks n_coarse..7 are predicted one after the other (each
+pass sees the codebooks before it), and every position from the window's fill start to its end
+is re-predicted, padding included: later windows overwrite earlier ones' second halves.
+
+Sampling draws one number per (window, codebook pass, position), positions in increasing order,
+exactly where the original calls ``torch.multinomial``; ``temp`` None or 0 is argmax.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tqdm
+
+from ..constants import CODEBOOK_SIZE, FINE_HISTORY, FINE_PAD_TOKEN, FINE_STEP, FINE_WINDOW, N_FINE_CODEBOOKS
+from ..errors import BarkError
+from .sampling import as_generator, check_sampling_args, draw_rows, softmax
+from .voices import load_voice
+
+
+def check_coarse(coarse) -> np.ndarray:
+    """Validate coarse codes -> (N, T) int64 with 1 <= N < 8, T >= 1, values in [0, 1024)."""
+    arr = np.asarray(coarse)
+    if arr.ndim != 2 or not 1 <= arr.shape[0] <= N_FINE_CODEBOOKS - 1 or arr.shape[1] == 0:
+        raise BarkError(
+            f"coarse: expected codes of shape (N, T) with 1 <= N <= {N_FINE_CODEBOOKS - 1} and T >= 1, got {arr.shape}"
+        )
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise BarkError(f"coarse: codes must be integers, got dtype {arr.dtype}")
+    if arr.min() < 0 or arr.max() >= CODEBOOK_SIZE:
+        raise BarkError(f"coarse: codes in [{arr.min()}, {arr.max()}], outside [0, {CODEBOOK_SIZE})")
+    return arr.astype(np.int64)
+
+
+def generate_fine(model, coarse, voice=None, temp=0.5, rng=None, silent=True, presets_dir=None) -> np.ndarray:
+    """Coarse codes (N, T) int -> all codes (8, T) int64 in [0, CODEBOOK_SIZE); rows < N are the input.
+
+    ``model`` is the fine GPT (``forward(codebook_idx, codes (B, T, 8))``). ``temp`` None or 0
+    is argmax; ``rng`` as in sampling.py.
+    """
+    check_sampling_args(temp, allow_none_temp=True)
+    coarse = check_coarse(coarse)  # (N, T)
+    voice = load_voice(voice, presets_dir)
+    greedy = temp is None or temp == 0
+    rng = None if greedy else as_generator(rng)
+    n_coarse, n_frames = coarse.shape
+
+    codes = np.full((N_FINE_CODEBOOKS, n_frames), FINE_PAD_TOKEN, dtype=np.int64)  # (8, T)
+    codes[:n_coarse] = coarse
+    if voice is not None:
+        history = voice["fine_prompt"][:, -FINE_HISTORY:].astype(np.int64)  # (8, H)
+        codes = np.concatenate([history, codes], axis=1)  # (8, H + T)
+    n_history = codes.shape[1] - n_frames
+    n_pad = max(0, FINE_WINDOW - codes.shape[1])
+    if n_pad:  # the model is non-causal: it always needs a full window
+        codes = np.concatenate([codes, np.full((N_FINE_CODEBOOKS, n_pad), FINE_PAD_TOKEN, np.int64)], axis=1)
+    frames = np.ascontiguousarray(codes.T)  # (L, 8), L >= 1024
+
+    n_loops = max(0, int(np.ceil((n_frames - (FINE_WINDOW - n_history)) / FINE_STEP))) + 1
+    length = frames.shape[0]
+    for n in tqdm.tqdm(range(n_loops), disable=silent):
+        start = min(n * FINE_STEP, length - FINE_WINDOW)
+        fill_start = min(n_history + n * FINE_STEP, length - FINE_STEP)
+        rel = fill_start - start  # first window position to (re)predict
+        window = frames[start : start + FINE_WINDOW]  # (1024, 8) view: writes land in `frames`
+        for book in range(n_coarse, N_FINE_CODEBOOKS):
+            logits = model.forward(book, window[None])  # (1, 1024, V)
+            relevant = np.asarray(logits[0, rel:, :CODEBOOK_SIZE], dtype=np.float32)  # (1024 - rel, 1024)
+            if greedy:
+                preds = np.argmax(relevant, axis=-1)  # (1024 - rel,)
+            else:
+                probs = softmax(relevant / np.float32(temp))  # (1024 - rel, 1024)
+                preds = draw_rows(probs, rng.random(relevant.shape[0]))  # (1024 - rel,)
+            window[rel:, book] = preds
+    out = frames.T[:, n_history : n_history + n_frames]  # (8, T)
+    return np.ascontiguousarray(out)
