@@ -132,3 +132,25 @@ def test_cache_overflow_is_an_error(golden):
 def test_fine_bad_input(golden, idx, codes, message):
     with pytest.raises(BarkError, match=message):
         build(golden, "fine").forward(idx, codes)
+
+
+def test_left_padded_batch_matches_each_row_alone(golden):
+    """Two coarse sequences of lengths 5 and 3, left-padded into one batch, continued by cache."""
+    model = build(golden, "coarse")
+    ids = golden["coarse_ids"]  # (2, 5)
+    batch = ids.copy()
+    batch[1, :2] = 0  # row 1 is 3 ids long; its first two positions are padding
+    cache = model.new_cache(batch=2)
+    first = model.forward(batch, cache, pad=np.array([0, 2]))  # (2, 5, V)
+    step = model.forward(ids[:, :1], cache)  # (2, 1, V): one more id for each row
+    for row, pad in ((0, 0), (1, 2)):
+        alone_ids = np.concatenate([ids[row : row + 1, pad:], ids[row : row + 1, :1]], axis=1)
+        alone = model.forward(alone_ids)  # (1, 6 - pad, V)
+        assert_close(first[row, pad:], alone[0, :-1], RTOL, f"padded row {row}")
+        assert_close(step[row], alone[0, -1:], RTOL, f"padded row {row}, cached step")
+
+
+def test_pad_is_validated(golden):
+    model = build(golden, "coarse")
+    with pytest.raises(BarkError, match="pad must be"):
+        model.forward(np.zeros((2, 3), dtype=np.int64), pad=np.array([0, 3]))

@@ -118,15 +118,20 @@ def test_blocks_match_torch_functions():
 
 @settings(deadline=None, max_examples=40)
 @given(
-    N=st.integers(1, 4), T=st.integers(1, 9), extra=st.integers(0, 6), causal=st.booleans(),
-    seed=st.integers(0, 2**31), scale=st.sampled_from([0.125, 1.0, 3.0]),
+    B=st.integers(1, 3), H=st.integers(1, 2), T=st.integers(1, 9), extra=st.integers(0, 6),
+    causal=st.booleans(), padded=st.booleans(), seed=st.integers(0, 2**31),
+    scale=st.sampled_from([0.125, 1.0, 3.0]),
 )
-def test_masked_softmax_kernel_matches_reference(N, T, extra, causal, seed, scale):
+def test_masked_softmax_kernel_matches_reference(B, H, T, extra, causal, padded, seed, scale):
+    rng = np.random.default_rng(seed)
     S = T + extra
-    scores = (4 * np.random.default_rng(seed).standard_normal((N, T, S))).astype(np.float32)
+    scores = (4 * rng.standard_normal((B, H, T, S))).astype(np.float32)
     offset = extra if causal else None
-    want = masked_softmax_reference(scores, scale, offset)
-    got = masked_softmax(scores.copy(), np.float32(scale), -1 if offset is None else offset)
+    starts = rng.integers(0, S, B) if padded else np.zeros(B, dtype=np.int64)
+    want = masked_softmax_reference(scores, scale, offset, starts)
+    got = masked_softmax(scores.copy(), np.float32(scale), -1 if offset is None else offset, starts)
     assert_close(got, want, 1e-6, "masked_softmax")
+    for b in range(B):
+        assert (got[b, ..., : starts[b]] == 0).all()  # padding keys get no weight
     if causal:
-        assert (got[:, np.arange(S)[None, :] > (extra + np.arange(T))[:, None]] == 0).all()
+        assert (got[..., np.arange(S)[None, :] > (extra + np.arange(T))[:, None]] == 0).all()

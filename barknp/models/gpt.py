@@ -68,6 +68,20 @@ class CausalGPT:
         c = self.config
         return KVCache(c.num_layers, batch, c.num_heads, max_len or c.block_size, c.head_dim)
 
+    def check_pad(self, pad, B: int, T: int, cache: KVCache | None) -> np.ndarray | None:
+        """The left-padding counts in force: given now (first call) or kept by the cache."""
+        if pad is None:
+            return None if cache is None else cache.pad
+        if cache is not None and cache.length:
+            raise BarkError(f"{self.name}: pad is given with the first call only; the cache keeps it")
+        pad = np.asarray(pad)
+        if pad.shape != (B,) or pad.dtype.kind not in "iu" or pad.min() < 0 or pad.max() >= T:
+            raise BarkError(f"{self.name}: pad must be {B} integers in [0, {T}), got {pad.tolist()}")
+        pad = pad.astype(np.int64)
+        if cache is not None:
+            cache.pad = pad
+        return pad
+
     def embed(self, ids: np.ndarray, merge_context: bool) -> np.ndarray:
         """ids (B, T) int64 -> token embeddings (B, T', C) float32; T' = T - 256 when merged."""
         wte = self.input_embeds_layer
@@ -84,12 +98,17 @@ class CausalGPT:
         cache: KVCache | None = None,
         merge_context: bool = False,
         last_only: bool = False,
+        pad=None,
     ) -> np.ndarray:
         """Logits for every position (or the last one).
 
         ids: (B, T) int. cache: continues a sequence; it is written in place and advanced by the
         number of positions this call adds (T, or T - 256 with a merged context). merge_context:
         sum the embeddings of the first two 256-id blocks (semantic model; T >= 513; empty cache).
+        pad: (B,) int, for a batch of sequences of different lengths, left-padded to one length:
+        the number of padding positions at the start of each row (in positions after merging).
+        Padding is invisible to attention and each row's positions start at 0 after its padding,
+        so every row computes what it would alone. Given on the first call; a cache keeps it.
         Returns float32 logits (B, T', V_out), or (B, 1, V_out) with ``last_only``.
         """
         c = self.config
@@ -111,9 +130,14 @@ class CausalGPT:
         limit = c.block_size if cache is None else min(c.block_size, cache.max_len)
         if past + T > limit:
             raise BarkError(f"{self.name}: sequence of {past + T} positions exceeds the block size {limit}")
-        x = x + self.position_embeds_layer[past : past + T]  # (B, T, C)
+        pad = self.check_pad(pad, B, T, cache)
+        if pad is None:
+            x = x + self.position_embeds_layer[past : past + T]  # (B, T, C)
+        else:
+            positions = np.maximum(past + np.arange(T)[None, :] - pad[:, None], 0)  # (B, T)
+            x = x + self.position_embeds_layer[positions]  # (B, T, C)
         for i, block in enumerate(self.layers):
-            x = block_forward(x, block, c.num_heads, cache, layer=i, causal=True)
+            x = block_forward(x, block, c.num_heads, cache, layer=i, causal=True, pad=pad)
         if cache is not None:
             cache.length = past + T
         if last_only:

@@ -26,7 +26,8 @@ class KVCache:
     """Keys and values of every layer for up to ``max_len`` positions.
 
     keys, values: (n_layer, B, n_head, max_len, head_dim) float32, valid up to ``length``.
-    A model's forward pass writes the new positions and then advances ``length``.
+    A model's forward pass writes the new positions and then advances ``length``. ``pad`` (B,)
+    int64, set by the first forward of a left-padded batch, counts each sequence's padding.
     """
 
     def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int):
@@ -34,6 +35,7 @@ class KVCache:
         self.keys = np.zeros(shape, dtype=np.float32)
         self.values = np.zeros(shape, dtype=np.float32)
         self.length = 0
+        self.pad: np.ndarray | None = None
 
     @property
     def batch(self) -> int:
@@ -46,6 +48,7 @@ class KVCache:
     def reset(self) -> None:
         """Forget every position; the buffers are reused."""
         self.length = 0
+        self.pad = None
 
 
 def split_heads(x: np.ndarray, n_head: int) -> np.ndarray:
@@ -60,61 +63,83 @@ def merge_heads(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * D)
 
 
-def masked_softmax_reference(scores: np.ndarray, scale: float, causal_offset: int | None) -> np.ndarray:
-    """Softmax over the last axis of ``scores * scale`` with future keys masked.
+def masked_softmax_reference(
+    scores: np.ndarray, scale: float, causal_offset: int | None, key_start: np.ndarray | None = None
+) -> np.ndarray:
+    """Softmax over the last axis of ``scores * scale`` with invisible keys masked.
 
-    scores (..., T, S) float32 -> probabilities of the same shape. Query t sits at absolute
-    position ``causal_offset + t`` and sees keys 0 .. causal_offset + t; ``None``: no mask.
+    scores (B, H, T, S) float32 -> probabilities of the same shape. Query t sits at absolute
+    position ``causal_offset + t`` and sees keys up to causal_offset + t (``None``: every key).
+    ``key_start`` (B,) int hides each sequence's first keys (its left padding). A query that sees
+    no key at all (one inside the padding) gets all-zero probabilities.
     """
-    T, S = scores.shape[-2:]
+    B, H, T, S = scores.shape
     scores = scores * np.float32(scale)
+    keys = np.arange(S)
+    hidden = np.zeros((B, 1, T, S), dtype=bool)
     if causal_offset is not None:
-        future = np.arange(S)[None, :] > (causal_offset + np.arange(T))[:, None]  # (T, S)
-        scores[..., future] = -np.inf
-    return softmax(scores)
+        hidden |= keys[None, None, None, :] > (causal_offset + np.arange(T))[None, None, :, None]
+    if key_start is not None:
+        hidden |= keys[None, None, None, :] < np.asarray(key_start)[:, None, None, None]
+    scores = np.where(hidden, -np.inf, scores)
+    peak = scores.max(axis=-1, keepdims=True)
+    e = np.exp(scores - np.where(np.isfinite(peak), peak, 0.0))
+    total = e.sum(axis=-1, keepdims=True)
+    return (e / np.where(total > 0, total, 1.0)).astype(np.float32)
 
 
 @numba.njit(parallel=True, cache=True)
-def masked_softmax(scores, scale, causal_offset):  # scores (N, T, S) float32, overwritten
-    """The kernel of :func:`masked_softmax_reference`, one pass per row, rows over threads.
+def masked_softmax(scores, scale, causal_offset, key_start):
+    """The kernel of :func:`masked_softmax_reference`: scores (B, H, T, S) float32, overwritten.
 
-    ``causal_offset`` < 0 means no mask. Masked entries become exactly 0.
+    ``causal_offset`` < 0 means no causal mask; ``key_start`` (B,) int64. One pass per row, rows
+    over threads.
     """
-    N, T, S = scores.shape
-    for r in numba.prange(N * T):
-        row = scores[r // T, r % T]
-        visible = S if causal_offset < 0 else min(S, causal_offset + r % T + 1)
+    B, H, T, S = scores.shape
+    for r in numba.prange(B * H * T):
+        b, h, t = r // (H * T), (r // T) % H, r % T
+        row = scores[b, h, t]
+        first = key_start[b]
+        last = S if causal_offset < 0 else min(S, causal_offset + t + 1)  # one past the last visible
+        for j in range(first):
+            row[j] = 0.0
+        for j in range(max(first, last), S):
+            row[j] = 0.0
+        if last <= first:
+            continue
         peak = -np.inf
-        for j in range(visible):
+        for j in range(first, last):
             peak = max(peak, row[j] * scale)
         total = 0.0
-        for j in range(visible):
+        for j in range(first, last):
             e = math.exp(row[j] * scale - peak)
             row[j] = e
             total += e
         inv = 1.0 / total
-        for j in range(visible):
+        for j in range(first, last):
             row[j] *= inv
-        for j in range(visible, S):
-            row[j] = 0.0
     return scores
 
 
-def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal_offset: int | None) -> np.ndarray:
+def attend(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, causal_offset: int | None, key_start: np.ndarray | None = None
+) -> np.ndarray:
     """Scaled dot-product attention.
 
     q (B, H, T, D), k and v (B, H, S, D) float32 -> (B, H, T, D) float32.
     ``causal_offset`` is the absolute position of q's first row within k (S - T for a causal
     model continuing a cache); ``None`` means non-causal, every query sees every key.
+    ``key_start`` (B,) int: keys before it are padding, invisible to that sequence.
     """
     B, H, T, D = q.shape
     scale = 1.0 / math.sqrt(D)
     scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
     if T == 1:  # a decode step: one short row per head, cheaper in NumPy than a kernel launch
-        probs = masked_softmax_reference(scores, scale, None)
+        probs = masked_softmax_reference(scores, scale, None, key_start)
     else:
+        starts = np.zeros(B, dtype=np.int64) if key_start is None else np.asarray(key_start, dtype=np.int64)
         offset = -1 if causal_offset is None else causal_offset
-        probs = masked_softmax(scores.reshape(B * H, T, -1), np.float32(scale), offset).reshape(scores.shape)
+        probs = masked_softmax(scores, np.float32(scale), offset, starts)
     return probs @ v  # (B, H, T, D)
 
 
@@ -125,12 +150,14 @@ def self_attention(
     cache: KVCache | None = None,
     layer: int = 0,
     causal: bool = True,
+    pad: np.ndarray | None = None,
 ) -> np.ndarray:
     """One attention sub-layer: x (B, T, C) float32 -> (B, T, C) float32.
 
     With a cache, this layer's keys and values for the T new positions are written at
     ``cache.length`` and the query attends over everything cached so far. The caller advances
-    ``cache.length`` once all layers have run.
+    ``cache.length`` once all layers have run. ``pad`` (B,) int: keys before ``pad[b]`` are
+    sequence b's left padding.
     """
     B, T, C = x.shape
     qkv = linear(x, attn.att_proj)  # (B, T, 3C)
@@ -144,5 +171,5 @@ def self_attention(
         cache.values[layer, :, :, past : past + T] = v
         k = cache.keys[layer, :, :, : past + T]  # (B, H, past + T, D)
         v = cache.values[layer, :, :, : past + T]  # (B, H, past + T, D)
-    y = attend(q, k, v, causal_offset=past if causal else None)  # (B, H, T, D)
+    y = attend(q, k, v, causal_offset=past if causal else None, key_start=pad)  # (B, H, T, D)
     return linear(merge_heads(y), attn.out_proj)  # (B, T, C)

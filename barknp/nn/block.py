@@ -37,9 +37,10 @@ def block_forward(
     cache: KVCache | None = None,
     layer: int = 0,
     causal: bool = True,
+    pad: np.ndarray | None = None,
 ) -> np.ndarray:
-    """x (B, T, C) float32 -> (B, T, C) float32."""
-    x = x + self_attention(layer_norm(x, block.layernorm_1), block.attn, n_head, cache, layer, causal)
+    """x (B, T, C) float32 -> (B, T, C) float32; ``pad`` (B,) counts left-padding keys."""
+    x = x + self_attention(layer_norm(x, block.layernorm_1), block.attn, n_head, cache, layer, causal, pad)
     h = gelu(linear(layer_norm(x, block.layernorm_2), block.mlp.in_proj))  # (B, T, 4C)
     x += linear(h, block.mlp.out_proj)
     return x
