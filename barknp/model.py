@@ -129,11 +129,23 @@ def load(path_or_repo: str = "suno/bark-small", *, home: str | None = None, offl
     """Load a Bark model from a converted directory, a transformers-layout directory or a hub repo id.
 
     Anything not yet converted is converted into ``home`` (default ``$BARKNP_HOME`` or
-    ``~/.cache/barknp``) on first use. ``device`` must be ``"cpu"``. ``weights="int8"`` decodes
+    ``~/.cache/barknp``) on first use. ``device`` is ``"cpu"`` or ``"cuda"`` (numba.cuda; a
+    BarkError where no GPU is usable, never a silent fall back to the CPU). ``weights="int8"`` decodes
     the two causal stages with int8 weight-only quantization (per-row scales).
     """
     from .convert import locate
 
-    if device != "cpu":
-        raise BarkError(f"device {device!r} is not supported by this build; use device='cpu'")
-    return Bark.from_dir(locate(path_or_repo, home=home, offline=offline, progress=progress), weights=weights)
+    if device not in ("cpu", "cuda"):
+        raise BarkError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
+    if device == "cuda":
+        from .cuda import require_cuda
+
+        if weights != "float32":
+            raise BarkError("int8 weights run on the CPU only; use device='cpu' or weights='float32'")
+        require_cuda()  # fail before converting or loading anything
+    model = Bark.from_dir(locate(path_or_repo, home=home, offline=offline, progress=progress), weights=weights)
+    if device == "cuda":
+        from .cuda import to_cuda
+
+        model = to_cuda(model)
+    return model

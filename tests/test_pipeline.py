@@ -74,3 +74,10 @@ def test_int8_weights_load_and_generate(tiny_model_dir):
 def test_bad_device_and_weights_are_clear_errors(tiny_model_dir):
     with pytest.raises(barknp.BarkError, match="weights must be"):
         barknp.load(tiny_model_dir, weights="int4")
+    with pytest.raises(barknp.BarkError, match="not supported"):
+        barknp.load(tiny_model_dir, device="tpu")
+    from barknp.cuda import cuda_available
+
+    if not cuda_available():  # asking for a GPU that is not there is an error, never a CPU fall back
+        with pytest.raises(barknp.BarkError, match="no CUDA GPU"):
+            barknp.load(tiny_model_dir, device="cuda")
