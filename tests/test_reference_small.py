@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from parity import assert_close
+from parity import assert_close as _assert_close
 
 pytestmark = pytest.mark.reference
 torch = pytest.importorskip("torch", reason="the live reference needs torch and transformers")
 pytest.importorskip("transformers", reason="the live reference needs transformers")
 
 RTOL = 1e-5
+
+
+def assert_close(ours, ref, rtol, what):
+    """Check, and print the measured error (shown with pytest -s) for the README's table."""
+    rel = _assert_close(ours, ref, rtol, what)
+    print(f"\n{what}: max abs error {np.abs(ours - ref).max():.2g}, scale {np.abs(ref).max():.2g}, relative {rel:.2g}")
 
 
 @pytest.fixture(scope="module")
