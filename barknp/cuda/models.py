@@ -15,8 +15,9 @@ import numpy as np
 from ..constants import MAX_TEXT_TOKENS
 from ..errors import BarkError
 from ..models.codec import DEFAULT_CHUNK_FRAMES, Codec
-from ..models.fine import FineGPT
-from ..models.gpt import MERGED_PREFIX, CausalGPT, check_ids
+from ..models.fine import FineGPT, check_fine_inputs
+from ..models.gpt import MERGED_PREFIX, CausalGPT, check_causal_ids
+from ..nn.attention import KVCache
 from ..nn.block import Block
 from ..nn.conv import pack_conv1d
 from .kernels import Device
@@ -36,7 +37,7 @@ def to_device(dev: Device, obj):
     raise TypeError(f"to_device: cannot copy {type(obj).__name__}")
 
 
-class CUDAKVCache:
+class CUDAKVCache(KVCache):
     """``barknp.nn.attention.KVCache`` on the device.
 
     keys, values: (n_layer, B, n_head, max_len, head_dim) float32 device arrays, valid up to
@@ -48,18 +49,7 @@ class CUDAKVCache:
         self.keys = dev.empty(shape)
         self.values = dev.empty(shape)
         self.length = 0
-
-    @property
-    def batch(self) -> int:
-        return self.keys.shape[1]
-
-    @property
-    def max_len(self) -> int:
-        return self.keys.shape[3]
-
-    def reset(self) -> None:
-        """Forget every position; the device buffers are reused."""
-        self.length = 0
+        self.pad = None
 
 
 def block_forward(dev: Device, x, block: Block, n_head: int, keys, values, T: int, past: int, causal: bool):
@@ -121,19 +111,10 @@ class CUDACausalGPT:
         on the host; ``cache`` (from ``new_cache``) is written on the device and advanced."""
         c = self.config
         dev = self.dev
-        ids = check_ids(ids, c.input_vocab_size, self.name)
-        if ids.ndim != 2:
-            raise BarkError(f"{self.name}: ids must have shape (B, T), got {ids.shape}")
         if cache is not None and not isinstance(cache, CUDAKVCache):
             raise BarkError(f"{self.name}: a CUDA model needs a cache from its own new_cache(), got {type(cache).__name__}")
         past = 0 if cache is None else cache.length
-        if merge_context:
-            if ids.shape[1] <= MERGED_PREFIX:
-                raise BarkError(
-                    f"{self.name}: a merged context needs more than {MERGED_PREFIX} ids, got {ids.shape[1]}"
-                )
-            if past:
-                raise BarkError(f"{self.name}: merge_context applies to the first call only, not a continued cache")
+        ids = check_causal_ids(self.name, c, ids, past, merge_context)
         B = ids.shape[0]
         idx = merged_index(ids, merge_context)  # (B*T, J)
         T = idx.shape[0] // B
@@ -182,17 +163,8 @@ class CUDAFineGPT:
         """As ``FineGPT.forward``: codes (B, T, n_codes_total) int -> float32 logits (B, T, V) on the host."""
         c = self.config
         dev = self.dev
-        if not (c.n_codes_given <= int(codebook_idx) < c.n_codes_total):
-            raise BarkError(
-                f"fine: codebook_idx must be in [{c.n_codes_given}, {c.n_codes_total}), got {codebook_idx}"
-            )
-        codebook_idx = int(codebook_idx)
-        codes = check_ids(codes, c.input_vocab_size, "fine")
-        if codes.ndim != 3 or codes.shape[2] != c.n_codes_total:
-            raise BarkError(f"fine: codes must have shape (B, T, {c.n_codes_total}), got {codes.shape}")
+        codebook_idx, codes = check_fine_inputs(c, codebook_idx, codes)
         B, T, _ = codes.shape
-        if T > c.block_size:
-            raise BarkError(f"fine: {T} frames exceed the block size {c.block_size}")
         n = codebook_idx + 1
         idx = codes[:, :, :n] + np.arange(n) * self.vocab  # (B, T, n): rows of the stacked table
         x = dev.embedding_sum(self.input_embeds, dev.upload(idx.reshape(B * T, n), np.int32),

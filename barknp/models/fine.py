@@ -19,6 +19,19 @@ from ..weights import load_stage
 from .gpt import check_ids
 
 
+def check_fine_inputs(config: GPTConfig, codebook_idx, codes) -> tuple[int, np.ndarray]:
+    """Validate a fine forward's arguments; returns (codebook_idx as int, codes as int64)."""
+    c = config
+    if not (c.n_codes_given <= int(codebook_idx) < c.n_codes_total):
+        raise BarkError(f"fine: codebook_idx must be in [{c.n_codes_given}, {c.n_codes_total}), got {codebook_idx}")
+    codes = check_ids(codes, c.input_vocab_size, "fine")
+    if codes.ndim != 3 or codes.shape[2] != c.n_codes_total:
+        raise BarkError(f"fine: codes must have shape (B, T, {c.n_codes_total}), got {codes.shape}")
+    if codes.shape[1] > c.block_size:
+        raise BarkError(f"fine: {codes.shape[1]} frames exceed the block size {c.block_size}")
+    return int(codebook_idx), codes
+
+
 class FineGPT:
     """Bark's fine model over explicit weights.
 
@@ -51,17 +64,8 @@ class FineGPT:
         Returns float32 logits (B, T, V).
         """
         c = self.config
-        if not (c.n_codes_given <= int(codebook_idx) < c.n_codes_total):
-            raise BarkError(
-                f"fine: codebook_idx must be in [{c.n_codes_given}, {c.n_codes_total}), got {codebook_idx}"
-            )
-        codebook_idx = int(codebook_idx)
-        codes = check_ids(codes, c.input_vocab_size, "fine")
-        if codes.ndim != 3 or codes.shape[2] != c.n_codes_total:
-            raise BarkError(f"fine: codes must have shape (B, T, {c.n_codes_total}), got {codes.shape}")
+        codebook_idx, codes = check_fine_inputs(c, codebook_idx, codes)
         B, T, _ = codes.shape
-        if T > c.block_size:
-            raise BarkError(f"fine: {T} frames exceed the block size {c.block_size}")
         x = self.input_embeds_layers[0][codes[:, :, 0]]  # (B, T, C)
         for i in range(1, codebook_idx + 1):
             x += self.input_embeds_layers[i][codes[:, :, i]]

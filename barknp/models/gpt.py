@@ -41,6 +41,19 @@ def check_ids(ids, vocab_size: int, what: str) -> np.ndarray:
     return ids.astype(np.int64, copy=False)
 
 
+def check_causal_ids(name: str, config: GPTConfig, ids, past: int, merge_context: bool) -> np.ndarray:
+    """Validate a causal forward's ids (B, T) given ``past`` cached positions; returns int64 ids."""
+    ids = check_ids(ids, config.input_vocab_size, name)
+    if ids.ndim != 2:
+        raise BarkError(f"{name}: ids must have shape (B, T), got {ids.shape}")
+    if merge_context:
+        if ids.shape[1] <= MERGED_PREFIX:
+            raise BarkError(f"{name}: a merged context needs more than {MERGED_PREFIX} ids, got {ids.shape[1]}")
+        if past:
+            raise BarkError(f"{name}: merge_context applies to the first call only, not a continued cache")
+    return ids
+
+
 class CausalGPT:
     """A Bark causal GPT over explicit weights. Stateless: the KV cache is passed in.
 
@@ -112,17 +125,8 @@ class CausalGPT:
         Returns float32 logits (B, T', V_out), or (B, 1, V_out) with ``last_only``.
         """
         c = self.config
-        ids = check_ids(ids, c.input_vocab_size, self.name)
-        if ids.ndim != 2:
-            raise BarkError(f"{self.name}: ids must have shape (B, T), got {ids.shape}")
         past = 0 if cache is None else cache.length
-        if merge_context:
-            if ids.shape[1] <= MERGED_PREFIX:
-                raise BarkError(
-                    f"{self.name}: a merged context needs more than {MERGED_PREFIX} ids, got {ids.shape[1]}"
-                )
-            if past:
-                raise BarkError(f"{self.name}: merge_context applies to the first call only, not a continued cache")
+        ids = check_causal_ids(self.name, c, ids, past, merge_context)
         x = self.embed(ids, merge_context)  # (B, T, C)
         B, T, _ = x.shape
         if cache is not None and cache.batch != B:
