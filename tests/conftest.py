@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -24,17 +25,44 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
+    """(transformers-layout source, converted directory) of tools/reference.build_bark("tiny", 0):
+    2 layers, width 32, the real vocabularies and codec, the real tokenizer and four of Suno's
+    voices. Built at most once per test session; skips without torch or ../shared/data."""
+    if not (SHARED_DATA / "bert-base-multilingual-cased").is_dir() or not (SHARED_DATA / "bark-voices").is_dir():
+        pytest.skip(f"real tokenizer and voices not found at {SHARED_DATA} (../shared/data beside the checkout)")
+    pytest.importorskip("torch", reason="the tiny test model is built with torch (tools/reference.py)")
+    pytest.importorskip("transformers", reason="the tiny test model is a transformers BarkModel")
+    root = tmp_path_factory.getbasetemp() / "barknp-tiny-model"
+    src, out = root / "src", root / "converted"
+    if not (out / "barknp.json").is_file():
+        import reference
+
+        from barknp.convert import convert
+
+        reference.save_transformers_dir(
+            reference.build_bark("tiny", seed=0), src,
+            tokenizer_from=SHARED_DATA / "bert-base-multilingual-cased", voices_from=SHARED_DATA / "bark-voices",
+        )
+        convert(str(src), str(out), progress=False)
+    return src, out
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run in-process generations single-threaded (the test machine's two cores are shared: threads
+    fighting over them make tiny matrix products ten times slower), then restore the setting."""
+    from barknp.threads import get_num_threads, set_num_threads
+
+    before = get_num_threads()
+    set_num_threads(1)
+    try:
+        yield
+    finally:
+        set_num_threads(before["numba"])
+
+
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, shared_data) -> str:
-    """A converted random-weight tiny Bark (2 layers, width 32, real vocabularies, real codec),
-    with the real tokenizer and a few of Suno's voices: built once per test session."""
-    pytest.importorskip("torch", reason="building the random-weight model needs torch and transformers")
-    from reference import build_bark, save_transformers_dir
-
-    from barknp.convert import convert
-
-    src = save_transformers_dir(
-        build_bark("tiny", seed=0), tmp_path_factory.mktemp("tiny-src"),
-        tokenizer_from=shared_data / "bert-base-multilingual-cased", voices_from=shared_data / "bark-voices",
-    )
-    return convert(str(src), str(tmp_path_factory.mktemp("tiny") / "model"), progress=False)
+def tiny_model_dir(tmp_path_factory) -> str:
+    """The converted tiny model's directory (see :func:`tiny_model`)."""
+    return str(tiny_model(tmp_path_factory)[1])
