@@ -8,7 +8,6 @@ left behind. Generations are capped with ``--max-duration-s`` to a fraction of a
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
