@@ -18,6 +18,7 @@ import numpy as np
 
 from .convert.quantize import ensure_int8
 from .errors import BarkError
+from .generation.batch import generate_batch
 from .generation.coarse import generate_coarse
 from .generation.fine import generate_fine
 from .generation.sampling import as_generator
@@ -106,12 +107,25 @@ class Bark:
         return generate_fine(self.fine, coarse, voice=self.voice(voice), temp=temp, rng=rng, silent=silent)
 
     def generate(self, text, voice=None, text_temp=0.7, waveform_temp=0.7, fine_temp=0.5,
-                 min_eos_p=0.2, max_gen_duration_s=None, rng=None, silent=False, output_full=False):
+                 min_eos_p=0.2, max_gen_duration_s=None, rng=None, silent=False, output_full=False,
+                 batch_size=None):
         """Text -> 24 kHz float32 audio (N,), all four stages with one random generator.
 
         With ``output_full`` returns ``(full_generation, audio)`` where full_generation holds
         semantic_prompt, coarse_prompt and fine_prompt, reusable as a voice.
+
+        ``text`` may be a list: the texts run as batches of up to ``batch_size`` and a list comes
+        back, each item at its own length. ``voice`` and ``max_gen_duration_s`` are then one for
+        all or one per text; ``rng`` is a list of one per text, or a seed or Generator whose
+        ``spawn(n)`` gives item i its generator. Item i equals ``generate(texts[i], voice_i,
+        rng=generator_i)`` (see barknp/generation/batch.py).
         """
+        if isinstance(text, (list, tuple)):
+            return generate_batch(
+                self, list(text), voice, text_temp=text_temp, waveform_temp=waveform_temp, fine_temp=fine_temp,
+                min_eos_p=min_eos_p, max_gen_duration_s=max_gen_duration_s, rng=rng, batch_size=batch_size,
+                silent=silent, output_full=output_full,
+            )
         rng = as_generator(rng)
         voice = self.voice(voice)
         semantic = self.text_to_semantic(text, voice, temp=text_temp, min_eos_p=min_eos_p,

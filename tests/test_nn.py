@@ -22,13 +22,14 @@ def test_gelu_kernel_matches_reference(shape, seed, scale):
     x = (scale * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
     expected = gelu_reference(x)
     got = gelu(x.copy())
-    # both round one float64 evaluation to float32: equal to within one float32 ulp
-    np.testing.assert_allclose(got, expected, rtol=2e-7, atol=1e-30)
+    # the kernel evaluates in float32 (as torch does), the reference in float64; for negative x,
+    # 1 + erf(x) cancels, so the bound is absolute there: a few float32 ulps of the input's scale
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * scale)
 
 
 def test_gelu_handles_non_contiguous_input():
     x = np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32)[:, ::2]
-    np.testing.assert_allclose(gelu(x), gelu_reference(x), rtol=2e-7)
+    np.testing.assert_allclose(gelu(x), gelu_reference(x), rtol=1e-5, atol=1e-6)
 
 
 def test_gelu_reference_is_exact_erf_gelu():

@@ -81,3 +81,13 @@ def test_bad_device_and_weights_are_clear_errors(tiny_model_dir):
     if not cuda_available():  # asking for a GPU that is not there is an error, never a CPU fall back
         with pytest.raises(barknp.BarkError, match="no CUDA GPU"):
             barknp.load(tiny_model_dir, device="cuda")
+
+
+def test_generate_a_list_runs_as_a_batch_with_one_generator_per_item(model):
+    texts = ["One.", "Two words."]
+    batch = model.generate(texts, voice="announcer", max_gen_duration_s=0.3, rng=[4, 5], silent=True)
+    assert isinstance(batch, list) and len(batch) == 2
+    for text, seed, audio in zip(texts, (4, 5), batch):
+        alone = model.generate(text, voice="announcer", max_gen_duration_s=0.3, rng=seed, silent=True)
+        assert audio.shape == alone.shape
+        np.testing.assert_allclose(audio, alone, rtol=0, atol=1e-4 * float(np.abs(alone).max()))

@@ -107,15 +107,16 @@ def masked_softmax(scores, scale, causal_offset, key_start):
             row[j] = 0.0
         if last <= first:
             continue
-        peak = -np.inf
+        # float32 throughout (expf), as the reference: a float64 exp costs several times more
+        peak = np.float32(-np.inf)
         for j in range(first, last):
             peak = max(peak, row[j] * scale)
-        total = 0.0
+        total = np.float32(0.0)
         for j in range(first, last):
             e = math.exp(row[j] * scale - peak)
             row[j] = e
             total += e
-        inv = 1.0 / total
+        inv = np.float32(1.0) / total
         for j in range(first, last):
             row[j] *= inv
     return scores
