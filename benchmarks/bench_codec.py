@@ -21,8 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import numpy as np  # noqa: E402
+from floors import peak_rss_mb, sgemm_gflops  # noqa: E402
 
 FRAME_RATE = 75  # codec frames per second of audio
 
@@ -45,33 +47,10 @@ def decoder_flops_per_second(config) -> float:
     return float(flops)
 
 
-def sgemm_gflops(n: int = 2048, repeat: int = 5) -> float:
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    b = a.copy()
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeat))
-    return 2 * n**3 / best / 1e9
-
-
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak RSS. Linux's VmHWM belongs to the process image, whereas getrusage's
-    ru_maxrss survives fork and exec, so a child would report its parent's peak."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_child(seconds: float, threads: int) -> dict:
@@ -85,9 +64,9 @@ def rss_child(seconds: float, threads: int) -> dict:
     codec = Codec.from_tensors(CodecConfig(), random_codec_tensors(0))
     codes = random_codes(np.random.default_rng(0), 1, int(seconds * FRAME_RATE))
     codec.decode(codes[:, :, :8])  # compile and warm up
-    before = _peak_rss_mb()
+    before = peak_rss_mb()
     t = _timed(lambda: codec.decode(codes))
-    after = _peak_rss_mb()
+    after = peak_rss_mb()
     return {"peak_mb_before_decode": before, "peak_mb": after, "seconds": t,
             "audio_mb": codes.shape[2] * 320 * 4 / 2**20}
 

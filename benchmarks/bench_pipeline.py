@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import numpy as np  # noqa: E402
+from floors import peak_rss_mb  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 TOKENIZER_DIR = SHARED / "bert-base-multilingual-cased"
@@ -223,21 +224,6 @@ def stage_metrics(sem: Timed, t_sem: tuple, coarse: Timed, t_coarse: tuple, fine
         "e2e_s": e2e,
         "rtf": e2e / audio_s,
     }
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM: getrusage's ru_maxrss would include the parent's peak
-    inherited through fork and exec); getrusage where /proc is missing."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --- children: one engine each --------------------------------------------------------------

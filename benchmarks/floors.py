@@ -41,6 +41,21 @@ def sgemm_gflops(n: int = 2_048, repeat: int = 5) -> float:
     return 2 * n**3 / _best(lambda: a @ b, repeat) / 1e9
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: getrusage's ru_maxrss would include the parent's peak
+    inherited through fork and exec); getrusage where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     print(f"{'ceiling':<24}{'measured':>12}")
     print(f"{'GEMV bandwidth':<24}{gemv_bandwidth_gbs():>9.1f} GB/s")
