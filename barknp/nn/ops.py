@@ -1,7 +1,8 @@
 """Elementwise and row-wise operations of a GPT block.
 
 ``gelu`` is the only one jitted: NumPy has no ``erf``, and a per-element ``math.erf`` through
-``np.vectorize`` is hundreds of times slower. Its plain reference, ``gelu_reference``, sits beside
+``np.vectorize`` is hundreds of times slower. The kernel computes erf in float32 with a rational
+approximation; the reference uses the exact float64 ``math.erf``. Its plain reference, ``gelu_reference``, sits beside
 it and the tests compare the two.
 """
 
@@ -72,19 +73,38 @@ def gelu_reference(x: np.ndarray) -> np.ndarray:
     return (0.5 * x * (1.0 + erf(x.astype(np.float64) * _SQRT_HALF))).astype(x.dtype)
 
 
-# float32 throughout, as torch's float32 GELU computes it (erff): a float64 erf costs ~4x more.
-@numba.njit(cache=True)
+@numba.njit(inline="always", fastmath=True)
+def _erf32(x):
+    """erf in float32 as a rational function of x (Eigen's and XLA's fast erf): within ~1e-7 of
+    the exact value on [-4, 4] and saturated beyond, where |1 - |erf|| < 2e-8. Unlike libm's
+    erff it vectorises, which makes GELU ten times faster."""
+    x = min(max(x, np.float32(-4.0)), np.float32(4.0))
+    x2 = x * x
+    p = x2 * np.float32(-2.72614225801306e-10) + np.float32(2.77068142495902e-08)
+    p = p * x2 + np.float32(-2.10102402082508e-06)
+    p = p * x2 + np.float32(-5.69250639462346e-05)
+    p = p * x2 + np.float32(-7.34990630326855e-04)
+    p = p * x2 + np.float32(-2.95459980854025e-03)
+    p = p * x2 + np.float32(-1.60960333262415e-02)
+    q = x2 * np.float32(-1.45660718464996e-05) + np.float32(-2.13374055278905e-04)
+    q = q * x2 + np.float32(-1.68282697438203e-03)
+    q = q * x2 + np.float32(-7.37332916720468e-03)
+    q = q * x2 + np.float32(-1.42647390514189e-02)
+    return x * p / q
+
+
+@numba.njit(cache=True, fastmath=True)
 def _gelu_serial(flat):  # flat (N,) float32, overwritten
     for i in range(flat.shape[0]):
         v = flat[i]
-        flat[i] = np.float32(0.5) * v * (np.float32(1.0) + math.erf(v * np.float32(0.70710677)))
+        flat[i] = np.float32(0.5) * v * (np.float32(1.0) + _erf32(v * np.float32(0.70710677)))
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, fastmath=True)
 def _gelu_parallel(flat):  # flat (N,) float32, overwritten; the same function over threads
     for i in numba.prange(flat.shape[0]):
         v = flat[i]
-        flat[i] = np.float32(0.5) * v * (np.float32(1.0) + math.erf(v * np.float32(0.70710677)))
+        flat[i] = np.float32(0.5) * v * (np.float32(1.0) + _erf32(v * np.float32(0.70710677)))
 
 
 # One decode step's MLP (a few thousand values) finishes before threads would wake.
