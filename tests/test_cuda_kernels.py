@@ -80,10 +80,46 @@ def assert_rel(ours, ref, rtol=1e-4, what=""):
                                     f"ours {ours[i]!r} reference {ref[i]!r}")
 
 
+def _thread_safe_simulator_shared_arrays():
+    """Numba's simulator allocates a static ``cuda.shared.array`` the first time any thread of a
+    block reaches its line, with an unlocked check-then-insert: two threads arriving together can
+    each get their own array, so a block's reduction silently splits (seen here as a flaky
+    attention overflow). This puts the same lookup under a lock; the caller is still identified
+    as the kernel line, two frames up, as the simulator does."""
+    import sys as _sys
+    import threading
+    import traceback
+
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    original = kernelapi.FakeCUDAShared.array
+    if getattr(original, "thread_safe", False):
+        return
+    lock = threading.Lock()
+
+    def array(self, shape, dtype):
+        if shape == 0:
+            return original(self, shape, dtype)
+        if not isinstance(dtype, np.dtype):
+            dtype = numpy_support.as_dtype(dtype) if hasattr(dtype, "key") else np.dtype(dtype)
+        caller = traceback.extract_stack(_sys._getframe())[-2][0:2]
+        with lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                res = self._allocations[caller] = np.empty(shape, dtype)
+        return res
+
+    array.thread_safe = True
+    kernelapi.FakeCUDAShared.array = array
+
+
 @pytest.fixture(scope="module")
 def dev():
     from barknp.cuda.kernels import TINY, Device
 
+    if IN_SIMULATOR:
+        _thread_safe_simulator_shared_arrays()
     return Device(TINY)
 
 
