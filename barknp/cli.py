@@ -14,7 +14,6 @@ WAV, voice or model behind: every file is written under a temporary name and ren
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -71,29 +70,16 @@ def _home(home: str | None) -> str:
 
 
 def _cache_location(src: str, home: str | None) -> tuple[str, bool]:
-    """(converted model directory for ``src``, whether it is there) without converting anything.
+    """barknp.convert.cache_location, with the unknown-model error worded for the CLI's --model."""
+    from .convert import cache_location
 
-    Mirrors barknp.convert.locate's mapping: a converted directory is itself; a repo id lives at
-    ``<home>/<owner>--<name>``; another local directory at ``<home>/local--<name>--<hash>``.
-    """
-    from .convert.core import MODEL_JSON
-    from .convert.hub import cache_name, is_repo_id
-
-    home = _home(home)
-    if os.path.isdir(src):
-        path = os.path.abspath(src)
-        if os.path.isfile(os.path.join(path, MODEL_JSON)):
-            return path, True
-        digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-        dest = os.path.join(home, f"local--{os.path.basename(path) or 'model'}--{digest}")
-    elif is_repo_id(src):
-        dest = os.path.join(home, cache_name(src))
-    else:
+    try:
+        return cache_location(src, home=home)
+    except BarkError:
         raise BarkError(
             f"unknown model {src!r}: not a directory and not a Hugging Face repo id; use suno/bark-small, "
             "suno/bark, or the path of a (converted or transformers-layout) model directory"
-        )
-    return dest, os.path.isfile(os.path.join(dest, MODEL_JSON))
+        ) from None
 
 
 def _damaged(err: Exception, path: str, src: str, home: str | None) -> BarkError:
@@ -164,14 +150,6 @@ def _say_batches(model, jobs, voice, seed: int, batch_size: int, quiet: bool, st
 
 def _fmt_s(seconds: float) -> str:
     return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return ""
 
 
 # --- say --------------------------------------------------------------------------------------
@@ -377,7 +355,7 @@ def _stage_summary(path: str, stage: str) -> tuple[str, int, str, int]:
 
 
 def _cmd_info(args) -> int:
-    from .convert.core import MODEL_JSON
+    from .convert.core import MODEL_JSON, format_size
     from .generation.voices import list_voices
     from .weights import STAGES, stage_path
 
@@ -404,11 +382,11 @@ def _cmd_info(args) -> int:
     print(f"location   {dest}")
     print(f"source     {origin}")
     print(f"format     {meta.get('format', '?')}")
-    print(f"size       {_fmt_bytes(disk)} on disk")
+    print(f"size       {format_size(disk)} on disk")
     print()
     print(f"{'stage':<9} {'parameters':>12}  {'dtype':<8} {'file':>9}  architecture")
     for stage, shape, count, dtypes, size in rows:
-        print(f"{stage:<9} {count:>12,}  {dtypes:<8} {_fmt_bytes(size):>9}  {shape}")
+        print(f"{stage:<9} {count:>12,}  {dtypes:<8} {format_size(size):>9}  {shape}")
     print(f"{'total':<9} {sum(r[2] for r in rows):>12,}")
     print()
     print(f"tokenizer  {', '.join(meta.get('tokenizer', [])) or '?'}")

@@ -16,7 +16,7 @@ from ..errors import BarkError
 from .core import MODEL_JSON, check_manifest, convert_dir, find_manifest, read_voices, split_stages
 from .hub import cache_name, default_home, fetch, is_repo_id
 
-__all__ = ["convert", "locate", "default_home", "BarkError"]
+__all__ = ["cache_location", "convert", "locate", "default_home", "BarkError"]
 
 OFFICIAL = ("suno/bark-small", "suno/bark")  # the models weights/manifests/ lists
 
@@ -51,11 +51,11 @@ def convert(src: str, out: str, *, home: str | None = None, offline: bool | None
     return convert_dir(snapshot, out, source=source, manifest=manifest, progress=progress)
 
 
-def locate(path_or_repo: str, *, home: str | None = None, offline: bool | None = None, progress: bool = True) -> str:
-    """The converted model directory for ``path_or_repo``, converting into ``home`` on first use.
+def cache_location(path_or_repo: str, *, home: str | None = None) -> tuple[str, bool]:
+    """(converted model directory for ``path_or_repo``, whether it is converted already); converts nothing.
 
-    A directory that already is a converted model (it has barknp.json) is returned as is. A repo id
-    maps to ``<home>/<owner>--<name>``; another local directory to ``<home>/local--<name>--<hash>``.
+    A directory that already is a converted model (it has barknp.json) is itself. A repo id maps to
+    ``<home>/<owner>--<name>``; another local directory to ``<home>/local--<name>--<hash>``.
     ``home`` defaults to $BARKNP_HOME or ~/.cache/barknp, read at call time.
     """
     src = os.fspath(path_or_repo)
@@ -63,16 +63,24 @@ def locate(path_or_repo: str, *, home: str | None = None, offline: bool | None =
     if os.path.isdir(src):
         path = os.path.abspath(src)
         if os.path.isfile(os.path.join(path, MODEL_JSON)):
-            return path
+            return path, True
         digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:12]
         dest = os.path.join(home, f"local--{os.path.basename(path) or 'model'}--{digest}")
     elif is_repo_id(src):
         dest = os.path.join(home, cache_name(src))
     else:
         raise _unknown(src)
-    if os.path.isfile(os.path.join(dest, MODEL_JSON)):
+    return dest, os.path.isfile(os.path.join(dest, MODEL_JSON))
+
+
+def locate(path_or_repo: str, *, home: str | None = None, offline: bool | None = None, progress: bool = True) -> str:
+    """The converted model directory for ``path_or_repo`` (see :func:`cache_location`), converting
+    into ``home`` on first use."""
+    src = os.fspath(path_or_repo)
+    dest, ready = cache_location(src, home=home)
+    if ready:
         return dest
-    os.makedirs(home, exist_ok=True)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
     try:
         return convert(src, dest, offline=offline, progress=progress)
     except OSError:

@@ -395,7 +395,7 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
-def _format_size(n: int) -> str:
+def format_size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -412,8 +412,8 @@ def report(out: str) -> list[str]:
             path = os.path.join(root, name)
             rows.append((os.path.relpath(path, out).replace(os.sep, "/"), os.path.getsize(path)))
     width = max((len(r) for r, _ in rows), default=0)
-    lines = [f"  {rel:<{width}}  {_format_size(size):>9}" for rel, size in rows]
-    lines.append(f"wrote {len(rows)} files, {_format_size(sum(s for _, s in rows))} in total, to {out}")
+    lines = [f"  {rel:<{width}}  {format_size(size):>9}" for rel, size in rows]
+    lines.append(f"wrote {len(rows)} files, {format_size(sum(s for _, s in rows))} in total, to {out}")
     return lines
 
 
