@@ -6,6 +6,7 @@ loaded and calls its own setter through ctypes, as threadpoolctl does, without t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import os
@@ -65,3 +66,19 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> dict[str, int | None]:
     """{'numba': threads, 'blas': threads or None if the BLAS could not be found}."""
     return {"numba": numba.get_num_threads(), "blas": _call_first(_GETTERS)}
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Run the body with BLAS on one thread (for code that runs its own worker threads); yields
+    the BLAS thread count it had (1 if unknown) and restores both engines' counts afterwards."""
+    before = get_num_threads()
+    if not before["blas"] or before["blas"] <= 1:
+        yield 1
+        return
+    set_num_threads(1)
+    try:
+        yield before["blas"]
+    finally:
+        set_num_threads(before["blas"])
+        numba.set_num_threads(before["numba"])

@@ -20,11 +20,9 @@ sequences, as the authority the fast path is tested against.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 from ..config import CodecConfig, config_from_dict
@@ -45,6 +43,7 @@ from ..nn.conv import (
     pack_conv_transpose1d,
 )
 from ..nn.lstm import LSTMLayer, lstm, lstm_blocks
+from ..threads import single_threaded_blas
 
 # Frames of 75 Hz codes pushed through the upsampling stack at once. 24 frames make the widest
 # chunk activation 7680 x 32 floats (about 1 MB): large enough for efficient matrix products,
@@ -254,7 +253,7 @@ class Codec:
             raise BarkError(f"codec: workers must be >= 1, got {workers}")
         if workers == 1:
             return self._decode(codes, single, chunk_frames, 1)
-        with _single_threaded_blas() as blas_threads:
+        with single_threaded_blas() as blas_threads:
             return self._decode(codes, single, chunk_frames, workers or blas_threads)
 
     def _decode(self, codes: np.ndarray, single: bool, chunk_frames: int, workers: int) -> np.ndarray:
@@ -407,23 +406,6 @@ class _Progress:
             self._cond.wait_for(lambda: self._ready >= frames or self._failed)
             if self._failed:
                 raise BarkError("codec: decoding stopped: the LSTM thread failed")
-
-
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """Run the body with BLAS on one thread; yields the thread count it had (1 if unknown)."""
-    from .. import threads
-
-    before = threads.get_num_threads()
-    if not before["blas"] or before["blas"] <= 1:
-        yield 1
-        return
-    threads.set_num_threads(1)
-    try:
-        yield before["blas"]
-    finally:
-        threads.set_num_threads(before["blas"])
-        numba.set_num_threads(before["numba"])
 
 
 def _res_block_step(x: np.ndarray, block: ResBlock, history, pad_mode: str):
