@@ -10,8 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from parity import assert_close
 
-from barknp.nn.attention import KVCache, attend, masked_softmax, masked_softmax_reference
-from barknp.nn.ops import LayerNorm, gelu, gelu_reference, layer_norm, softmax
+from barknp.nn.attention import (
+    QUERY_BLOCK,
+    KVCache,
+    attend,
+    attend_reference,
+    masked_softmax,
+    masked_softmax_reference,
+)
+from barknp.nn.gemv import rows_matmul, rows_matmul_reference
+from barknp.nn.mathf import exp32_array, tanh32_array
+from barknp.nn.quant import quantize_rows
+from barknp.nn.ops import LayerNorm, gelu, gelu_reference, layer_norm, layer_norm_reference, softmax
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 17), st.integers(1, 40))
 
@@ -39,7 +49,7 @@ def test_gelu_reference_is_exact_erf_gelu():
         assert got == pytest.approx(want, rel=1e-6, abs=1e-7)
 
 
-def layer_norm_reference(x, w, b, eps=1e-5):
+def layer_norm_loop_reference(x, w, b, eps=1e-5):
     """Row by row in float64, the textbook formula."""
     x = x.astype(np.float64)
     out = np.empty_like(x)
@@ -56,36 +66,59 @@ def test_layer_norm_matches_reference(shape, seed, with_bias):
     x = (3 * rng.standard_normal(shape) + 1).astype(np.float32)
     w = (1 + 0.1 * rng.standard_normal(shape[-1])).astype(np.float32)
     b = (0.1 * rng.standard_normal(shape[-1])).astype(np.float32) if with_bias else None
-    got = layer_norm(x, LayerNorm(w, b))
-    ref = layer_norm_reference(x, w, b)
-    assert_close(got, ref, 1e-5, "layer_norm")
+    want = layer_norm_loop_reference(x, w, b)
+    assert_close(layer_norm(x, LayerNorm(w, b)), want, 1e-5, "layer_norm")
+    assert_close(layer_norm_reference(x, LayerNorm(w, b)), want, 1e-5, "layer_norm_reference")
 
 
-def attend_reference(q, k, v, causal_offset):
+def attend_loop_reference(q, k, v, causal_offset, key_start=None):
     """Loop over every query: softmax of its visible scores times the values, in float64."""
     B, H, T, D = q.shape
     out = np.zeros(q.shape)
     for b, h, t in np.ndindex(B, H, T):
+        first = 0 if key_start is None else key_start[b]
         visible = k.shape[2] if causal_offset is None else causal_offset + t + 1
-        s = k[b, h, :visible].astype(np.float64) @ q[b, h, t] / math.sqrt(D)
+        if visible <= first:
+            continue  # a query inside the padding sees nothing
+        s = k[b, h, first:visible].astype(np.float64) @ q[b, h, t] / math.sqrt(D)
         p = np.exp(s - s.max())
-        out[b, h, t] = (p / p.sum()) @ v[b, h, :visible]
+        out[b, h, t] = (p / p.sum()) @ v[b, h, first:visible]
     return out
 
 
-@settings(deadline=None, max_examples=30)
+@settings(deadline=None, max_examples=40)
 @given(
-    B=st.integers(1, 2), H=st.integers(1, 3), T=st.integers(1, 6), past=st.integers(0, 5),
-    D=st.integers(1, 9), causal=st.booleans(), seed=st.integers(0, 2**31),
+    B=st.integers(1, 2), H=st.integers(1, 3), T=st.integers(1, 9), past=st.integers(0, 5),
+    D=st.integers(1, 9), causal=st.booleans(), padded=st.booleans(), spare=st.integers(0, 3),
+    seed=st.integers(0, 2**31),
 )
-def test_attend_matches_reference(B, H, T, past, D, causal, seed):
+def test_attend_matches_reference(B, H, T, past, D, causal, padded, spare, seed):
+    """Both paths (fused rows for T <= 4, BLAS blocks beyond), with padding and unused cache tail."""
     rng = np.random.default_rng(seed)
     S = T + past if causal else T
     q = rng.standard_normal((B, H, T, D)).astype(np.float32)
-    k = rng.standard_normal((B, H, S, D)).astype(np.float32)
-    v = rng.standard_normal((B, H, S, D)).astype(np.float32)
+    k = rng.standard_normal((B, H, S + spare, D)).astype(np.float32)  # a cache's buffer: S valid
+    v = rng.standard_normal((B, H, S + spare, D)).astype(np.float32)
     offset = past if causal else None
-    assert_close(attend(q, k, v, offset), attend_reference(q, k, v, offset), 1e-5, "attend")
+    starts = rng.integers(0, S, B) if padded else None
+    want = attend_loop_reference(q, k[:, :, :S], v[:, :, :S], offset, starts)
+    assert_close(attend(q, k, v, offset, starts, length=S), want, 1e-5, "attend")
+    assert_close(attend_reference(q, k[:, :, :S], v[:, :, :S], offset, starts), want, 1e-5, "attend_reference")
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_attend_blocks_of_queries_join_up(causal):
+    """More queries than one block (QUERY_BLOCK), a cache continued by 37, one padded sequence."""
+    rng = np.random.default_rng(7)
+    T, past, H, D = QUERY_BLOCK + 45, 37, 2, 16
+    S = T + past
+    q = rng.standard_normal((2, H, T, D)).astype(np.float32)
+    k = rng.standard_normal((2, H, S, D)).astype(np.float32)
+    v = rng.standard_normal((2, H, S, D)).astype(np.float32)
+    offset = past if causal else None
+    starts = np.array([0, 150])
+    want = attend_loop_reference(q, k, v, offset, starts)
+    assert_close(attend(q, k, v, offset, starts), want, 1e-5, "attend (blocked)")
 
 
 def test_softmax_rows_sum_to_one_and_survive_large_logits():
@@ -136,3 +169,32 @@ def test_masked_softmax_kernel_matches_reference(B, H, T, extra, causal, padded,
         assert (got[b, ..., : starts[b]] == 0).all()  # padding keys get no weight
     if causal:
         assert (got[..., np.arange(S)[None, :] > (extra + np.arange(T))[:, None]] == 0).all()
+
+
+def test_exp32_within_three_ulps_over_its_whole_range():
+    x = np.linspace(-87.3, 88.3, 400_001, dtype=np.float32)
+    want = np.exp(x.astype(np.float64))
+    rel = np.abs(exp32_array(x) - want) / want
+    worst = int(rel.argmax())
+    assert rel[worst] < 3 * 2.0**-23, f"exp32({x[worst]}): relative error {rel[worst]:.3g}"
+    edge = exp32_array(np.array([-np.inf, -1e4, -88.0, 0.0], dtype=np.float32))
+    assert edge.tolist() == [0.0, 0.0, 0.0, 1.0]  # a masked -inf score gets no weight
+
+
+def test_tanh32_within_2e7_absolute():
+    x = np.linspace(-30, 30, 400_001, dtype=np.float32)
+    err = np.abs(tanh32_array(x) - np.tanh(x.astype(np.float64)))
+    worst = int(err.argmax())
+    assert err[worst] < 2e-7, f"tanh32({x[worst]}): error {err[worst]:.3g}"
+
+
+@settings(deadline=None, max_examples=40)
+@given(n=st.integers(1, 9), k=st.integers(1, 70), out=st.integers(1, 41), int8=st.booleans(), seed=st.integers(0, 2**31))
+def test_rows_matmul_kernel_matches_reference(n, k, out, int8, seed):
+    """float32 and int8 weights, every remainder of the kernel's groups of four rows."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((out, k)).astype(np.float32)
+    w, scale = quantize_rows(w) if int8 else (w, None)
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    # fastmath lets the kernel reorder its sums: float32 rounding, not an algorithmic difference
+    assert_close(rows_matmul(x, w, scale), rows_matmul_reference(x, w, scale), 1e-5, "rows_matmul")

@@ -16,20 +16,9 @@ from barknp.convert.quantize import ensure_int8, int8_stage_path, quantize_tenso
 from barknp.errors import BarkError
 from barknp.models.gpt import CausalGPT
 from barknp.nn.ops import Linear, linear
-from barknp.nn.quant import (
-    KERNEL_MAX_ROWS, QLinear, dequantize_rows, int8_matmul, int8_matmul_reference, quantize_rows,
-)
+from barknp.nn.gemv import MAX_ROWS
+from barknp.nn.quant import QLinear, dequantize_rows, quantize_rows
 from barknp.weights import save_stage, stage_path
-
-
-@settings(deadline=None, max_examples=40)
-@given(n=st.integers(1, 9), k=st.integers(1, 70), out=st.integers(1, 40), seed=st.integers(0, 2**31))
-def test_int8_kernel_matches_reference(n, k, out, seed):
-    rng = np.random.default_rng(seed)
-    q, scale = quantize_rows(rng.standard_normal((out, k)).astype(np.float32))
-    x = rng.standard_normal((n, k)).astype(np.float32)
-    # fastmath lets the kernel reorder its sums: float32 rounding, not an algorithmic difference
-    assert_close(int8_matmul(x, q, scale), int8_matmul_reference(x, q, scale), 1e-5, "int8_matmul")
 
 
 def test_quantization_error_is_at_most_half_a_step():
@@ -42,7 +31,7 @@ def test_quantization_error_is_at_most_half_a_step():
     assert (dequantize_rows(q, scale)[3] == 0).all()
 
 
-@pytest.mark.parametrize("rows", [1, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 1])
+@pytest.mark.parametrize("rows", [1, MAX_ROWS, MAX_ROWS + 1, 200])
 def test_linear_dispatches_int8_on_both_paths(rows):
     rng = np.random.default_rng(rows)
     w = rng.standard_normal((20, 12)).astype(np.float32)

@@ -12,7 +12,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from .ops import Linear, linear, softmax
+from .mathf import exp32
+from .ops import Linear, linear
 
 
 class Attention(NamedTuple):
@@ -88,70 +89,146 @@ def masked_softmax_reference(
     return (e / np.where(total > 0, total, 1.0)).astype(np.float32)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, fastmath=True)
 def masked_softmax(scores, scale, causal_offset, key_start):
     """The kernel of :func:`masked_softmax_reference`: scores (B, H, T, S) float32, overwritten.
 
     ``causal_offset`` < 0 means no causal mask; ``key_start`` (B,) int64. One pass per row, rows
-    over threads.
+    over threads; the float32 ``exp32`` keeps each pass eight lanes wide.
     """
     B, H, T, S = scores.shape
     for r in numba.prange(B * H * T):
         b, h, t = r // (H * T), (r // T) % H, r % T
         row = scores[b, h, t]
-        first = key_start[b]
+        first = min(key_start[b], S)
         last = S if causal_offset < 0 else min(S, causal_offset + t + 1)  # one past the last visible
-        for j in range(first):
-            row[j] = 0.0
-        for j in range(max(first, last), S):
-            row[j] = 0.0
+        row[:first] = 0.0
+        row[max(first, last) :] = 0.0
         if last <= first:
             continue
-        # float32 throughout (expf), as the reference: a float64 exp costs several times more
+        # Loops over a slice from 0: with indices that cannot be negative, LLVM drops Numba's
+        # wraparound checks and vectorises (4x faster than looping from ``first``).
+        seen = row[first:last]
         peak = np.float32(-np.inf)
-        for j in range(first, last):
-            peak = max(peak, row[j] * scale)
+        for j in range(seen.shape[0]):
+            peak = max(peak, seen[j])
         total = np.float32(0.0)
-        for j in range(first, last):
-            e = math.exp(row[j] * scale - peak)
-            row[j] = e
+        for j in range(seen.shape[0]):
+            e = exp32((seen[j] - peak) * scale)
+            seen[j] = e
             total += e
         inv = np.float32(1.0) / total
-        for j in range(first, last):
-            row[j] *= inv
+        for j in range(seen.shape[0]):
+            seen[j] *= inv
     return scores
 
 
-def attend(
+def attend_reference(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, causal_offset: int | None, key_start: np.ndarray | None = None
 ) -> np.ndarray:
-    """Scaled dot-product attention.
+    """Scaled dot-product attention in plain NumPy: the specification of :func:`attend`.
 
-    q (B, H, T, D), k and v (B, H, S, D) float32 -> (B, H, T, D) float32.
-    ``causal_offset`` is the absolute position of q's first row within k (S - T for a causal
-    model continuing a cache); ``None`` means non-causal, every query sees every key.
-    ``key_start`` (B,) int: keys before it are padding, invisible to that sequence.
+    q (B, H, T, D), k and v (B, H, S, D) float32 -> (B, H, T, D) float32. Query t sits at absolute
+    position ``causal_offset + t`` within k (``None``: non-causal, every key visible); ``key_start``
+    (B,) int hides each sequence's first keys (its left padding).
+    """
+    scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
+    probs = masked_softmax_reference(scores, 1.0 / math.sqrt(q.shape[-1]), causal_offset, key_start)
+    return (probs @ v).astype(np.float32)  # (B, H, T, D)
+
+
+@numba.njit(parallel=True, cache=True, fastmath=True)
+def attend_rows(q, k, v, length, scale, causal_offset, key_start, out):
+    """:func:`attend_reference` fused for few query rows (decoding): scores, softmax and the
+    weighted sum of values per (sequence, head), reading the keys and values where they lie.
+
+    q (B, H, T, D) float32; k and v (B, H, S_max, D) float32, C-contiguous (a cache's buffers),
+    of which the first ``length`` positions are keys; scale float32; causal_offset int (< 0:
+    non-causal); key_start (B,) int64 -> out (B, H, T, D) float32.
     """
     B, H, T, D = q.shape
-    scale = 1.0 / math.sqrt(D)
-    scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
-    if T == 1 and key_start is None:  # a decode step: every cached key is visible
-        scores *= np.float32(scale)
-        probs = softmax(scores)
-    elif T == 1:  # a padded batch's decode step: the reference's masking costs little at one row
-        probs = masked_softmax_reference(scores, scale, None, key_start)
-    elif causal_offset is None and key_start is None:
-        # nothing to mask (the fine model): NumPy's SIMD float32 exp beats the kernel's scalar expf
-        scores *= np.float32(scale)
-        scores -= scores.max(axis=-1, keepdims=True)
-        np.exp(scores, out=scores)
-        scores /= scores.sum(axis=-1, keepdims=True)
-        probs = scores
-    else:
-        starts = np.zeros(B, dtype=np.int64) if key_start is None else np.asarray(key_start, dtype=np.int64)
-        offset = -1 if causal_offset is None else causal_offset
-        probs = masked_softmax(scores, np.float32(scale), offset, starts)
-    return probs @ v  # (B, H, T, D)
+    for r in numba.prange(B * H):
+        b, h = r // H, r % H
+        scores = np.empty(length, dtype=np.float32)
+        for t in range(T):
+            first = min(key_start[b], length)
+            last = length if causal_offset < 0 else min(length, causal_offset + t + 1)
+            acc = out[b, h, t]  # (D,)
+            acc[:] = 0.0
+            if last <= first:  # a query inside the padding sees nothing: zeros
+                continue
+            # slices indexed from 0, so that LLVM vectorises (see masked_softmax)
+            qt = q[b, h, t]  # (D,)
+            keys = k[b, h, first:last]  # (n, D)
+            values = v[b, h, first:last]  # (n, D)
+            seen = scores[: last - first]  # (n,)
+            peak = np.float32(-np.inf)
+            for j in range(seen.shape[0]):
+                kj = keys[j]
+                s = np.float32(0.0)
+                for d in range(D):
+                    s += qt[d] * kj[d]
+                seen[j] = s
+                peak = max(peak, s)
+            total = np.float32(0.0)
+            for j in range(seen.shape[0]):
+                e = exp32((seen[j] - peak) * scale)
+                seen[j] = e
+                total += e
+            for j in range(seen.shape[0]):
+                p = seen[j]
+                vj = values[j]
+                for d in range(D):
+                    acc[d] += p * vj[d]
+            inv = np.float32(1.0) / total
+            for d in range(D):
+                acc[d] *= inv
+    return out
+
+
+# Query rows up to which the fused kernel beats BLAS products (a decode step has 1 row).
+FUSED_MAX_ROWS = 4
+# Query rows per block of the BLAS path: a block's scores (rows x keys) stay in L2 cache.
+QUERY_BLOCK = 128
+
+
+def attend(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    causal_offset: int | None,
+    key_start: np.ndarray | None = None,
+    length: int | None = None,
+) -> np.ndarray:
+    """Scaled dot-product attention: the fast :func:`attend_reference`, same arguments and result.
+
+    k and v may be longer than the keys: only their first ``length`` positions (default: all)
+    count, so a cache's whole buffers can be passed, which the fused kernel reads fastest.
+
+    Few query rows (decoding) go through the fused kernel :func:`attend_rows`. Many rows (a prefill,
+    a fine pass) go per sequence, head and block of queries through two BLAS products with the
+    masked softmax between them; a causal block multiplies only the keys it can see, which halves
+    a prefill's attention work, and its scores stay in cache.
+    """
+    B, H, T, D = q.shape
+    length = k.shape[2] if length is None else length
+    scale = np.float32(1.0 / math.sqrt(D))
+    offset = -1 if causal_offset is None else int(causal_offset)
+    starts = np.zeros(B, dtype=np.int64) if key_start is None else np.asarray(key_start, dtype=np.int64)
+    out = np.empty((B, H, T, D), dtype=np.float32)
+    if T <= FUSED_MAX_ROWS:
+        if not (k.flags.c_contiguous and v.flags.c_contiguous):
+            k, v = np.ascontiguousarray(k[:, :, :length]), np.ascontiguousarray(v[:, :, :length])
+        return attend_rows(np.ascontiguousarray(q), k, v, length, scale, offset, starts, out)
+    k, v = k[:, :, :length], v[:, :, :length]  # (B, H, S, D)
+    for b in range(B):
+        for t0 in range(0, T, QUERY_BLOCK):
+            t1 = min(T, t0 + QUERY_BLOCK)
+            last = length if offset < 0 else min(length, offset + t1)  # keys the block's last query sees
+            scores = np.matmul(q[b, :, t0:t1], k[b, :, :last].transpose(0, 2, 1))  # (H, rows, last)
+            masked_softmax(scores[None], scale, -1 if offset < 0 else offset + t0, starts[b : b + 1])
+            np.matmul(scores, v[b, :, :last], out=out[b, :, t0:t1])  # (H, rows, D)
+    return out
 
 
 def self_attention(
@@ -180,7 +257,7 @@ def self_attention(
         past = cache.length
         cache.keys[layer, :, :, past : past + T] = k
         cache.values[layer, :, :, past : past + T] = v
-        k = cache.keys[layer, :, :, : past + T]  # (B, H, past + T, D)
-        v = cache.values[layer, :, :, : past + T]  # (B, H, past + T, D)
-    y = attend(q, k, v, causal_offset=past if causal else None, key_start=pad)  # (B, H, T, D)
+        k = cache.keys[layer]  # (B, H, max_len, D), valid up to past + T
+        v = cache.values[layer]  # (B, H, max_len, D)
+    y = attend(q, k, v, past if causal else None, pad, length=past + T)  # (B, H, T, D)
     return linear(merge_heads(y), attn.out_proj)  # (B, T, C)

@@ -3,20 +3,22 @@
 Decoding one token is bound by reading the weights, so storing them as int8 reads a quarter of
 the bytes. Activations stay float32; each row's weights are ``q * scale`` with q in [-127, 127].
 
-Few rows of input (decoding) go through :func:`int8_matmul`, a Numba kernel that converts int8 to
-float32 in registers; many rows (a prefill) are compute-bound, so the weights are dequantized once
-per call and handed to BLAS.
+Few rows of input (decoding) go through :func:`~barknp.nn.gemv.rows_matmul`, which converts int8
+to float32 in registers. Many rows (a prefill) are compute-bound: blocks of weight rows are
+dequantized into a small float32 buffer, kept in cache, and handed to BLAS, so no float32 copy of
+the whole weight is ever made.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
-# Inputs with at most this many rows use the int8 kernel; beyond it a float32 GEMM wins.
-KERNEL_MAX_ROWS = 16
+from .gemv import MAX_ROWS, rows_matmul
+
+# Bytes of dequantized float32 weight per BLAS call of a prefill: a block that fits in L2 cache.
+DEQUANT_BLOCK_BYTES = 1 << 19
 
 
 class QLinear(NamedTuple):
@@ -40,33 +42,19 @@ def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return q.astype(np.float32) * scale[:, None]
 
 
-def int8_matmul_reference(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """x (N, in) float32 @ (q * scale).T -> (N, out) float32: the specification of the kernel."""
-    return x @ dequantize_rows(q, scale).T
-
-
-@numba.njit(parallel=True, fastmath=True, cache=True)
-def int8_matmul(x, q, scale):  # x (N, in) f32, q (out, in) i8, scale (out,) f32 -> (N, out) f32
-    n, k = x.shape
-    out = np.empty((n, q.shape[0]), dtype=np.float32)
-    for o in numba.prange(q.shape[0]):
-        row = q[o]
-        for r in range(n):
-            acc = np.float32(0.0)
-            for i in range(k):
-                acc += x[r, i] * np.float32(row[i])
-            out[r, o] = acc * scale[o]
-    return out
-
-
 def qlinear(x: np.ndarray, layer: QLinear) -> np.ndarray:
     """x (..., in) float32 -> (..., out) float32 through int8 weights."""
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])  # (N, in)
-    if x2.shape[0] <= KERNEL_MAX_ROWS:
-        y = int8_matmul(np.ascontiguousarray(x2, dtype=np.float32), layer.weight, layer.scale)
+    if x2.shape[0] <= MAX_ROWS:
+        y = rows_matmul(x2, layer.weight, layer.scale)  # (N, out)
     else:
-        y = x2 @ dequantize_rows(layer.weight, layer.scale).T  # (N, out)
+        out_rows, k = layer.weight.shape
+        step = max(1, DEQUANT_BLOCK_BYTES // (4 * k))  # weight rows per block
+        y = np.empty((x2.shape[0], out_rows), dtype=np.float32)  # (N, out)
+        for o in range(0, out_rows, step):
+            block = dequantize_rows(layer.weight[o : o + step], layer.scale[o : o + step])  # (step, in)
+            np.matmul(x2, block.T, out=y[:, o : o + step])
     if layer.bias is not None:
         y += layer.bias
     return y.reshape(*lead, -1)
