@@ -1,0 +1,118 @@
+"""Quality of int8 weights against float32: top-1 agreement and KL divergence, teacher-forced.
+
+    python benchmarks/bench_int8_quality.py [--model DIR] [--positions 600] [--sequences 4]
+
+For the two stages that use int8 weights (semantic and coarse), both versions of the model read
+the same token sequences in one forward pass each (teacher forcing: every position predicts the
+next token from the true prefix, never from its own earlier choices), and the table compares their
+next-token distributions at every position:
+
+* top-1 agreement: the share of positions where both pick the same most likely token;
+* KL(float32 || int8) in nats, mean and worst position;
+* the worst logit error, absolute and relative to the spread (standard deviation) of the logits.
+
+``--model`` takes a converted model directory (the output of ``barknp convert``; its int8 files
+are made if missing). Without it the models are the bark-small shape with random weights
+(tools/random_weights.py), once for each ``--linear-std``, and the sequences are random tokens of
+each stage's output range. That measures how the rounding error of int8 weights propagates
+through the network, not the effect on real speech: a random network with large weights (0.1) is
+chaotic, so that a 0.4 % change of any weight moves its logits a lot, while at GPT-2's
+initialisation scale (0.02) it is not. Trained weights are what matter; real Bark weights could
+not be downloaded where this was written, so run it with ``--model`` where they can.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+
+import numpy as np  # noqa: E402
+from random_weights import random_gpt_tensors  # noqa: E402
+
+from barknp.config import GPTConfig  # noqa: E402
+from barknp.constants import CODEBOOK_SIZE, SEMANTIC_VOCAB_SIZE  # noqa: E402
+from barknp.convert.quantize import ensure_int8, quantize_tensors  # noqa: E402
+from barknp.models.gpt import CausalGPT  # noqa: E402
+from barknp.weights import stage_path  # noqa: E402
+
+STAGES = ("semantic", "coarse")
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """(..., V) -> (..., V) float64 log-probabilities."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def compare(f32: np.ndarray, q8: np.ndarray) -> dict:
+    """Logits (N, V) of both models at the same N positions -> the table's figures."""
+    lp, lq = log_softmax(f32), log_softmax(q8)
+    kl = (np.exp(lp) * (lp - lq)).sum(axis=-1)  # (N,)
+    err = np.abs(f32 - q8)
+    return {
+        "positions": f32.shape[0],
+        "top1": float((f32.argmax(-1) == q8.argmax(-1)).mean()),
+        "kl_mean": float(kl.mean()),
+        "kl_max": float(kl.max()),
+        "err_max": float(err.max()),
+        "err_rel": float(err.max() / f32.std()),
+    }
+
+
+def random_models(stage: str, linear_std: float) -> tuple[CausalGPT, CausalGPT]:
+    """The bark-small shape of ``stage`` with random weights, float32 and int8."""
+    vocab = {"semantic": (129_600, 10_048), "coarse": (12_096, 12_096)}[stage]
+    seed = {"semantic": 1, "coarse": 2}[stage]
+    tensors = random_gpt_tensors(12, 768, *vocab, seed=seed, linear_std=linear_std)
+    config = GPTConfig(12, 12, 768, *vocab)
+    return CausalGPT(config, tensors, stage), CausalGPT(config, quantize_tensors(tensors), stage)
+
+
+def token_range(stage: str) -> tuple[int, int]:
+    """Ids the stage itself produces, which is what its later positions read."""
+    if stage == "semantic":
+        return 0, SEMANTIC_VOCAB_SIZE
+    return SEMANTIC_VOCAB_SIZE, SEMANTIC_VOCAB_SIZE + 2 * CODEBOOK_SIZE
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="a converted model directory (default: random bark-small weights)")
+    ap.add_argument("--positions", type=int, default=600)
+    ap.add_argument("--sequences", type=int, default=4)
+    ap.add_argument("--linear-std", type=float, nargs="+", default=[0.02, 0.1],
+                    help="random weights: standard deviations of the block linear weights")
+    args = ap.parse_args(argv)
+    what = args.model or "bark-small shape, random weights, random token sequences"
+    print(f"int8 weights against float32, teacher-forced: {what}")
+    print(f"{args.sequences} sequences x {args.positions} positions per stage\n")
+    print(f"{'stage':16s} {'positions':>9s} {'top-1 agree':>11s} {'KL mean':>9s} {'KL max':>9s} {'max |dlogit|':>12s} {'/ logit std':>11s}")
+    runs = [(s, None) for s in STAGES] if args.model else [(s, std) for std in args.linear_std for s in STAGES]
+    for stage, std in runs:
+        rng = np.random.default_rng(0)  # the same sequences for every model
+        if args.model:
+            f32 = CausalGPT.load(stage_path(args.model, stage), stage)
+            q8 = CausalGPT.load(ensure_int8(args.model, stage), stage)
+            label = stage
+        else:
+            f32, q8 = random_models(stage, std)
+            label = f"{stage} std {std}"
+        lo, hi = token_range(stage)
+        a, b = [], []
+        for _ in range(args.sequences):
+            ids = rng.integers(lo, hi, (1, args.positions))  # (1, T)
+            a.append(f32.forward(ids)[0])  # (T, V)
+            b.append(q8.forward(ids)[0])  # (T, V)
+        r = compare(np.concatenate(a), np.concatenate(b))
+        print(f"{label:16s} {r['positions']:9d} {r['top1']:11.4f} {r['kl_mean']:9.2e} {r['kl_max']:9.2e} "
+              f"{r['err_max']:12.4f} {r['err_rel']:11.4f}")
+
+
+if __name__ == "__main__":
+    main()
