@@ -89,7 +89,7 @@ def masked_softmax_reference(
     return (e / np.where(total > 0, total, 1.0)).astype(np.float32)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True)
+@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
 def masked_softmax(scores, scale, causal_offset, key_start):
     """The kernel of :func:`masked_softmax_reference`: scores (B, H, T, S) float32, overwritten.
 
@@ -137,7 +137,7 @@ def attend_reference(
     return (probs @ v).astype(np.float32)  # (B, H, T, D)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True)
+@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
 def attend_rows(q, k, v, length, scale, causal_offset, key_start, out):
     """:func:`attend_reference` fused for few query rows (decoding): scores, softmax and the
     weighted sum of values per (sequence, head), reading the keys and values where they lie.

@@ -31,7 +31,7 @@ def rows_matmul_reference(x: np.ndarray, w: np.ndarray, scale: np.ndarray | None
     return x @ weight.T
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
 def _rows_matmul(x, w, scale, out):  # x (N, K) f32, w (O, K) f32|i8, scale (O,)|(0,) f32 -> out (N, O)
     n, k = x.shape
     O = w.shape[0]

@@ -5,6 +5,10 @@ a time. These are branch-free polynomial (or rational) forms of the same functio
 the caller, so an elementwise loop over them compiles to AVX2 code eight lanes wide. Each is
 accurate to a few float32 ulps, far inside the 1e-5 parity tolerance; tests compare them with
 the float64 functions over their whole range.
+
+Kernels that inline them compile with ``error_model="numpy"``: Numba's default ("python") guards
+every float division with a zero check whose branch stops the loop vectorising (GELU measured
+3.6 -> 0.8 ns per element).
 """
 
 from __future__ import annotations
@@ -68,12 +72,12 @@ def sigmoid32(x):
 
 @numba.njit(inline="always", fastmath=True)
 def tanh32(x):
-    """tanh through the sigmoid, 2 sigmoid(2x) - 1: within ~1e-7 absolute (relative error grows
-    only where |tanh| < 1e-7 matters nowhere in an LSTM)."""
+    """tanh through the sigmoid, 2 sigmoid(2x) - 1: within 3e-7 absolute once vectorised (fastmath
+    divides through a refined reciprocal estimate); an absolute bound suits its one use, an LSTM."""
     return np.float32(2.0) * sigmoid32(np.float32(2.0) * x) - np.float32(1.0)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def exp32_array(x):  # x (N,) float32 -> (N,) float32; the test entry point for exp32
     out = np.empty_like(x)
     for i in range(x.shape[0]):
@@ -81,7 +85,7 @@ def exp32_array(x):  # x (N,) float32 -> (N,) float32; the test entry point for 
     return out
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def tanh32_array(x):  # x (N,) float32 -> (N,) float32; the test entry point for tanh32
     out = np.empty_like(x)
     for i in range(x.shape[0]):

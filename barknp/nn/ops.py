@@ -69,7 +69,7 @@ def layer_norm_reference(x: np.ndarray, norm: LayerNorm, eps: float = LAYER_NORM
     return y
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True)
+@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
 def _layer_norm_rows(x, weight, bias, eps, out):  # x (R, C) f32, bias (C,) or (0,) -> out (R, C)
     R, C = x.shape
     for r in numba.prange(R):
@@ -118,14 +118,14 @@ def gelu_reference(x: np.ndarray) -> np.ndarray:
     return (0.5 * x * (1.0 + erf(x.astype(np.float64) * _SQRT_HALF))).astype(x.dtype)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def _gelu_serial(flat):  # flat (N,) float32, overwritten
     for i in range(flat.shape[0]):
         v = flat[i]
         flat[i] = np.float32(0.5) * v * (np.float32(1.0) + erf32(v * np.float32(0.70710677)))
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True)
+@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
 def _gelu_parallel(flat):  # flat (N,) float32, overwritten; the same function over threads
     for i in numba.prange(flat.shape[0]):
         v = flat[i]
