@@ -85,6 +85,19 @@ def test_chunking_does_not_change_audio(codec, golden, chunk_frames):
     assert_audio_close(codec.decode(codes, chunk_frames=chunk_frames), ref, f"chunk_frames={chunk_frames}")
 
 
+@pytest.mark.parametrize("first_stage_frames,chunk_frames", [(1, 1), (7, 3), (10, 4), (96, 24)])
+def test_first_stage_pieces_do_not_change_audio(codec, golden, monkeypatch, first_stage_frames, chunk_frames):
+    """The first stage takes FIRST_STAGE_FRAMES at once and the later stages chunk_frames of its
+    output at a time; ragged pieces at both levels give the same audio."""
+    import barknp.models.codec as codec_module
+
+    monkeypatch.setattr(codec_module, "FIRST_STAGE_FRAMES", first_stage_frames)
+    codes, ref = golden["codes_T123"], golden["audio_T123"]
+    audio = codec.decode(codes, chunk_frames=chunk_frames, workers=1)
+    assert_audio_close(audio, ref, f"first stage {first_stage_frames} frames, chunks {chunk_frames}")
+    assert_audio_close(codec.decode(codes, chunk_frames=chunk_frames, workers=3), ref, "and split over 3 workers")
+
+
 @pytest.mark.parametrize("workers,chunk_frames", [(2, 5), (3, 7), (4, 30)])
 def test_workers_split_time_exactly(codec, golden, workers, chunk_frames):
     """Stretches decoded apart rebuild their left context from warm-up frames: same audio."""

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from barknp.models.codec import res_tail_columns, res_tail_columns_reference
 from barknp.nn.conv import (
     causal_conv1d,
     causal_conv1d_reference,
@@ -20,17 +21,30 @@ from barknp.nn.conv import (
     conv1d,
     conv1d_causal_step,
     conv1d_reference,
+    conv1d_single_output,
+    conv1d_single_output_reference,
     conv_transpose1d,
     conv_transpose1d_causal_step,
     conv_transpose1d_reference,
     elu,
     elu_reference,
+    im2col,
+    im2col_reference,
     pack_conv1d,
     pack_conv_transpose1d,
     pad1d,
     pad1d_reference,
 )
-from barknp.nn.lstm import LSTMLayer, lstm, lstm_blocks, lstm_layer, lstm_layer_reference
+from barknp.nn.lstm import (
+    LSTMLayer,
+    PackedLSTMLayer,
+    lstm,
+    lstm_blocks,
+    lstm_layer,
+    lstm_layer_continue,
+    lstm_layer_reference,
+    pack_lstm_layer,
+)
 
 ATOL = 2e-5
 RTOL = 2e-5
@@ -112,6 +126,35 @@ def test_im2col_blocks_cover_long_inputs(monkeypatch):
 
 
 @HYP
+@given(seed=seeds, rows=st.integers(1, 30), c_in=st.integers(1, 9), k=st.integers(1, 7),
+       dilation=st.integers(1, 3), t0=st.integers(0, 10), spare=st.integers(0, 3))
+def test_im2col_matches_reference(seed, rows, c_in, k, dilation, t0, spare):
+    rng = np.random.default_rng(seed)
+    n = rows
+    xpad = rand(rng, t0 + n + (k - 1) * dilation, c_in)
+    cols = np.full((n + spare, k * c_in + 1), np.nan, dtype=np.float32)  # rows past n stay untouched
+    ours = im2col(xpad, k, dilation, t0, n, cols)
+    assert ours.shape == (n, k * c_in + 1)
+    np.testing.assert_array_equal(ours, im2col_reference(xpad, k, dilation, t0, n))  # a copy: exact
+    assert np.isnan(cols[n:]).all()
+
+
+@HYP
+@given(seed=seeds, length=st.integers(1, 60), c_in=st.integers(1, 40), k=st.integers(1, 8),
+       dilation=st.integers(1, 3))
+def test_conv1d_single_output_matches_reference(seed, length, c_in, k, dilation):
+    rng = np.random.default_rng(seed)
+    w, b = rand(rng, 1, c_in, k), rand(rng, 1)
+    conv = pack_conv1d(w, b, dilation)
+    xpad = rand(rng, length + conv.receptive, c_in)
+    ours = conv1d_single_output(xpad, conv)
+    assert ours.shape == (length, 1) and ours.dtype == np.float32
+    assert_close(ours, conv1d_single_output_reference(xpad, conv), what="single-output conv")
+    assert_close(ours, conv1d_reference(xpad, w, b, 1, dilation), what="single-output conv vs conv1d_reference")
+    assert_close(conv1d(xpad, conv), ours, atol=0, rtol=0, what="conv1d dispatches C_out 1 to it")
+
+
+@HYP
 @given(seed=seeds, c_in=st.integers(1, 4), c_out=st.integers(1, 4), k=st.integers(1, 7),
        dilation=st.integers(1, 2), cuts=st.lists(st.integers(1, 9), min_size=1, max_size=5),
        elu_input=st.booleans())
@@ -182,6 +225,33 @@ def test_elu_extremes_and_in_place():
     assert_close(y, expected, atol=2e-7, rtol=1e-6, what="elu in place")
 
 
+@HYP
+@given(seed=seeds, rows=st.integers(1, 20), cols=st.integers(1, 40), extra=st.integers(1, 5),
+       scale=st.sampled_from([1e-3, 1.0, 30.0]))
+def test_elu_strided_and_multidimensional(seed, rows, cols, extra, scale):
+    rng = np.random.default_rng(seed)
+    x = rand(rng, rows, cols, scale=scale)
+    wide = np.full((rows, cols + extra), 7.0, dtype=np.float32)  # out a column block of a wider matrix
+    out = elu(x, out=wide[:, :cols])
+    assert out.base is wide or out.base is wide.base
+    assert_close(wide[:, :cols], elu_reference(x), atol=2e-7, rtol=1e-6, what="elu into a column block")
+    assert (wide[:, cols:] == 7.0).all()  # columns beyond the block untouched
+    x3 = rand(rng, 2, rows, cols, scale=scale)
+    assert_close(elu(x3), elu_reference(x3), atol=2e-7, rtol=1e-6, what="elu 3-d")
+    assert_close(elu(x.T), elu_reference(x.T), atol=2e-7, rtol=1e-6, what="elu of a transposed view")
+
+
+@HYP
+@given(seed=seeds, length=st.integers(1, 30), hidden=st.integers(1, 20), width=st.integers(1, 40),
+       scale=st.sampled_from([1e-3, 1.0, 30.0]))
+def test_res_tail_columns_matches_reference(seed, length, hidden, width, scale):
+    rng = np.random.default_rng(seed)
+    h, x = rand(rng, length, hidden, scale=scale), rand(rng, length, width)
+    ours = res_tail_columns(h, x)
+    assert ours.shape == (length, hidden + width + 1) and ours.dtype == np.float32
+    assert_close(ours, res_tail_columns_reference(h, x), atol=2e-7, rtol=1e-6, what="residual tail columns")
+
+
 def random_lstm_layer(rng, n_in, hidden, scale=0.5):
     return LSTMLayer(rand(rng, 4 * hidden, n_in, scale=scale), rand(rng, 4 * hidden, hidden, scale=scale),
                      rand(rng, 4 * hidden, scale=0.3), rand(rng, 4 * hidden, scale=0.3))
@@ -195,6 +265,33 @@ def test_lstm_layer_matches_reference(seed, steps, batch, n_in, hidden):
     layer = random_lstm_layer(rng, n_in, hidden)
     x = rand(rng, steps, batch, n_in)
     assert_close(lstm_layer(x, layer), lstm_layer_reference(x, layer), what="lstm layer")
+
+
+@HYP
+@given(seed=seeds, steps=st.integers(1, 10), batch=st.integers(1, 3), n_in=st.integers(1, 6),
+       hidden=st.integers(1, 9))
+def test_lstm_layer_continue_from_state_matches_reference(seed, steps, batch, n_in, hidden):
+    rng = np.random.default_rng(seed)
+    layer = random_lstm_layer(rng, n_in, hidden)
+    x = rand(rng, steps, batch, n_in)
+    h0, c0 = rand(rng, batch, hidden, scale=0.5), rand(rng, batch, hidden)
+    saved = h0.copy(), c0.copy()
+    out, (h, c) = lstm_layer_continue(x, pack_lstm_layer(layer), (h0, c0))
+    assert_close(out, lstm_layer_reference(x, layer, (h0, c0)), what="lstm layer from a state")
+    assert_close(h, out[-1], atol=0, rtol=0, what="final h is the last output")
+    np.testing.assert_array_equal(h0, saved[0])  # the caller's state is not updated in place
+    np.testing.assert_array_equal(c0, saved[1])
+    np.testing.assert_array_equal(lstm_layer_continue(x, layer, (h0, c0))[0], out)  # packed or not: the same
+
+
+def test_pack_lstm_layer():
+    rng = np.random.default_rng(4)
+    layer = random_lstm_layer(rng, 5, 3)
+    packed = pack_lstm_layer(layer)
+    assert isinstance(packed, PackedLSTMLayer) and pack_lstm_layer(packed) is packed
+    assert packed.w_ih_t.shape == (5, 12) and packed.w_ih_t.flags.c_contiguous
+    np.testing.assert_array_equal(packed.w_ih_t, layer.w_ih.T)
+    np.testing.assert_array_equal(packed.bias, layer.b_ih + layer.b_hh)
 
 
 def test_lstm_stack_matches_reference():
