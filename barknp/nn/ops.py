@@ -69,10 +69,11 @@ def layer_norm_reference(x: np.ndarray, norm: LayerNorm, eps: float = LAYER_NORM
     return y
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
+# Serial on purpose: see barknp.threads on kernels that run between BLAS calls.
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def _layer_norm_rows(x, weight, bias, eps, out):  # x (R, C) f32, bias (C,) or (0,) -> out (R, C)
     R, C = x.shape
-    for r in numba.prange(R):
+    for r in range(R):
         row = x[r]
         mean = np.float32(0.0)
         for j in range(C):
@@ -118,22 +119,12 @@ def gelu_reference(x: np.ndarray) -> np.ndarray:
     return (0.5 * x * (1.0 + erf(x.astype(np.float64) * _SQRT_HALF))).astype(x.dtype)
 
 
+# Serial, as the layer norm: see barknp.threads on kernels that run between BLAS calls.
 @numba.njit(cache=True, fastmath=True, error_model="numpy")
-def _gelu_serial(flat):  # flat (N,) float32, overwritten
+def _gelu(flat):  # flat (N,) float32, overwritten
     for i in range(flat.shape[0]):
         v = flat[i]
         flat[i] = np.float32(0.5) * v * (np.float32(1.0) + erf32(v * np.float32(0.70710677)))
-
-
-@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
-def _gelu_parallel(flat):  # flat (N,) float32, overwritten; the same function over threads
-    for i in numba.prange(flat.shape[0]):
-        v = flat[i]
-        flat[i] = np.float32(0.5) * v * (np.float32(1.0) + erf32(v * np.float32(0.70710677)))
-
-
-# One decode step's MLP (a few thousand values) finishes before threads would wake.
-_PARALLEL_FROM = 1 << 16  # elements
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
@@ -141,5 +132,5 @@ def gelu(x: np.ndarray) -> np.ndarray:
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     flat = x.reshape(-1)
-    (_gelu_parallel if flat.size >= _PARALLEL_FROM else _gelu_serial)(flat)
+    _gelu(flat)
     return x
