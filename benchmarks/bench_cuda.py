@@ -1,17 +1,27 @@
 """Speed of barknp's CUDA path against transformers' eager PyTorch Bark, on one GPU, same weights.
 
-    python benchmarks/bench_cuda.py [--size small] [--steps 64] [--codec-seconds 10] [--no-torch]
-                                    [--model suno/bark-small --text "Hello"]   # optional end to end
+    python benchmarks/bench_cuda.py                  # bark-small and bark (large) shapes, all rows
+    python benchmarks/bench_cuda.py --size small [--steps 64] [--context 300] [--batch 4]
+                                    [--codec-seconds 10] [--e2e-seconds 4] [--no-torch]
+                                    [--model suno/bark-small]   # also end to end on a converted model
 
 Prints first the floors measured on this GPU:
   * memory bandwidth, from a device-to-device copy (read + write bytes / time);
-  * fp32 matrix-product throughput, from one large product (torch/cuBLAS with TF32 off when torch
-    has CUDA, and barknp's own tiled kernel);
-then, per stage: ms per decode step (semantic, coarse, at a cache of --context positions) with its
-floor (weight bytes per token / bandwidth), ms per fine window (1024 frames, one codebook) with its
-floor (FLOPs / throughput), the codec's real-time factor (compute seconds per second of audio),
-the same for transformers on the same weights, and the ratios. With --model, also the end-to-end
-time of ``generate`` on a real converted model.
+  * fp32 matrix-product throughput, from one 4096^3 product (cuBLAS through torch with TF32 off,
+    when torch has CUDA; and barknp's own tiled kernel); the floors use the faster;
+then per size, one row per stage with barknp's time, its floor, transformers' time on the same
+weights (eager fp32, TF32 off) and transformers / barknp:
+  * semantic, coarse: ms per decoded token at a cache of --context positions (logits back on the
+    host each step, as sampling needs); floor = weight bytes read per token / bandwidth;
+  * coarse, --batch rows left-padded to one length (``pad=``, as batched coarse windows): ms per
+    step / rows; floor = the same weight bytes / bandwidth / rows (one weight read serves all rows);
+  * fine: ms per 1024-frame window, one codebook; floor = FLOPs / matmul throughput;
+  * codec: seconds of compute per second of audio; floor = FLOPs / matmul throughput;
+  * end to end: ``Bark.generate`` on the random weights (CharTokenizer for the text, so no
+    tokenizer files are needed), --e2e-seconds of audio at most: seconds per second of audio
+    (barknp only; transformers' generate needs a real checkpoint).
+With --model, also ``generate`` end to end on a real converted model (a directory or, online, a
+hub id). Exits 2 with one line on stderr when the CUDA path cannot run here.
 
 Random weights come from tools/random_weights.py and tools/make_codec_goldens.py; the transformers
 models are loaded with exactly those tensors (barknp keeps the checkpoint's names).
@@ -30,9 +40,19 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import numpy as np  # noqa: E402
 
-from cuda_parity import SIZES, VOCABS, build_cpu_models  # noqa: E402
+from barknp.constants import SAMPLE_RATE  # noqa: E402
+from cuda_parity import (  # noqa: E402
+    SIZES,
+    VOCABS,
+    CharTokenizer,
+    build_cpu_models,
+    cuda_or_exit,
+    gpu_name,
+    left_padded,
+)
 
-FRAME_RATE = 75  # codec frames per second of audio
+FRAME_RATE = 75  # codec frames per second of audio (24 kHz / 320)
+E2E_TEXT = "Hello, my name is Suno. And, uh, I like pizza."
 
 
 # --- floors ---------------------------------------------------------------------------------------
@@ -66,24 +86,32 @@ def matmul_rates(dev, n: int = 4096) -> dict[str, float]:
     b = dev.upload(rng.standard_normal((n, n), dtype=np.float32))
     out = dev.empty((n, n))
     rates = {"barknp tiled": 2 * n**3 / gpu_time(dev.cuda, lambda: dev.linear(a, b, out=out), repeat=3)}
+    torch = torch_cuda()
+    if torch is not None:
+        ta = torch.randn(n, n, device="cuda")
+        tb = torch.randn(n, n, device="cuda")
+        torch.cuda.synchronize()
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            ta @ tb
+            torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        rates["cuBLAS fp32 (torch)"] = 2 * n**3 / best
+    return rates
+
+
+def torch_cuda():
+    """torch with fp32 kept fp32 (TF32 off for products and convolutions), or None without CUDA."""
     try:
         import torch
-
-        if torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = False
-            ta = torch.randn(n, n, device="cuda")
-            tb = torch.randn(n, n, device="cuda")
-            torch.cuda.synchronize()
-            best = float("inf")
-            for _ in range(5):
-                t0 = time.perf_counter()
-                ta @ tb
-                torch.cuda.synchronize()
-                best = min(best, time.perf_counter() - t0)
-            rates["cuBLAS fp32 (torch)"] = 2 * n**3 / best
     except ImportError:
-        pass
-    return rates
+        return None
+    if not torch.cuda.is_available():
+        return None
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch
 
 
 def gpt_params(model) -> tuple[int, int]:
@@ -104,6 +132,27 @@ def _arrays(obj):
             yield from _arrays(v)
 
 
+def codec_flops_per_frame(codec) -> int:
+    """Multiply-adds x 2 of the decoder per codec frame (320 samples): every convolution at its
+    own rate, the transposed convolutions per input step, and the LSTM's two products."""
+    raw = codec.raw
+
+    def conv(weight, rate):  # weight (C_out, C_in, K), ``rate`` outputs per frame
+        return 2 * weight.size * rate
+
+    flops = conv(raw["first"][0], 1)
+    flops += sum(2 * (layer.w_ih.size + layer.w_hh.size) for layer in raw["lstm"])
+    rate = 1
+    for (w, _, stride), blocks in raw["stages"]:
+        flops += 2 * w.size * rate  # w (C_in, C_out, K): each input step feeds K outputs
+        rate *= stride
+        for block in blocks:
+            flops += sum(conv(c[0], rate) for c in block["convs"])
+            if block["shortcut"] is not None:
+                flops += conv(block["shortcut"][0], rate)
+    return flops + conv(raw["last"][0], rate)
+
+
 # --- timing helpers ---------------------------------------------------------------------------------
 
 
@@ -117,13 +166,15 @@ def wall(fn, repeat: int = 3) -> float:
     return best
 
 
-def decode_ms(model, vin: int, context: int, steps: int, merge: bool) -> float:
-    """ms per cached decode step after a prompt of ``context`` positions (logits back on the host)."""
+def decode_ms(model, vin: int, context: int, steps: int, batch: int = 1) -> float:
+    """ms per cached decode step after prompts of ``context`` positions (logits back on the host).
+    ``batch`` > 1: that many prompts of different lengths (context down to context / 2) left-padded."""
     rng = np.random.default_rng(1)
-    cache = model.new_cache(1)
-    prompt = rng.integers(0, vin, size=(1, context + (256 if merge else 0)))
-    model.forward(prompt, cache=cache, merge_context=merge, last_only=True)
-    ids = rng.integers(0, vin, size=(steps, 1, 1))
+    cache = model.new_cache(batch)
+    lengths = [context - (context // 2) * b // max(1, batch - 1) for b in range(batch)]
+    prompt, pad = left_padded(rng, vin, lengths)
+    model.forward(prompt, cache=cache, last_only=True, pad=pad if batch > 1 else None)
+    ids = rng.integers(0, vin, size=(steps, batch, 1))
     model.forward(ids[0], cache=cache, last_only=True)  # warm (compiles the decode shapes)
     t0 = time.perf_counter()
     for s in range(1, steps):
@@ -134,8 +185,8 @@ def decode_ms(model, vin: int, context: int, steps: int, merge: bool) -> float:
 # --- transformers ------------------------------------------------------------------------------------
 
 
-def torch_models(size: str, cpu: dict):
-    """transformers Bark semantic/coarse/fine models and EncodecModel on the GPU, with ``cpu``'s weights."""
+def torch_models(size: str, cpu: dict, codec_seed: int, device: str = "cuda"):
+    """transformers Bark semantic/coarse/fine models and EncodecModel on ``device``, with ``cpu``'s weights."""
     import torch
     from make_codec_goldens import random_codec_tensors, reference_model
     from transformers import BarkCoarseModel, BarkFineModel, BarkSemanticModel
@@ -160,8 +211,8 @@ def torch_models(size: str, cpu: dict):
         missing = [m for m in missing if not m.endswith("attn.bias")]  # the causal-mask buffer
         if missing or unexpected:
             raise RuntimeError(f"{name}: state dict mismatch, missing {missing[:3]}, unexpected {unexpected[:3]}")
-        out[name] = model.to("cuda")
-    out["codec"] = reference_model(random_codec_tensors(cpu["codec_seed"])).to("cuda").eval()
+        out[name] = model.to(device)
+    out["codec"] = reference_model(random_codec_tensors(codec_seed)).to(device).eval()
     return out
 
 
@@ -195,77 +246,86 @@ def _gpt_tensors(model) -> dict:
     return t
 
 
-def torch_decode_ms(model, vin: int, context: int, steps: int) -> float:
+def _sync(torch, device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def torch_decode_ms(model, vin: int, context: int, steps: int, device: str = "cuda") -> float:
     import torch
 
     rng = np.random.default_rng(1)
     with torch.no_grad():
-        prompt = torch.from_numpy(rng.integers(0, vin, size=(1, context))).cuda()
+        prompt = torch.from_numpy(rng.integers(0, vin, size=(1, context))).to(device)
         out = model(input_ids=prompt, use_cache=True)
         pkv = out.past_key_values
-        ids = torch.from_numpy(rng.integers(0, vin, size=(steps, 1, 1))).cuda()
+        ids = torch.from_numpy(rng.integers(0, vin, size=(steps, 1, 1))).to(device)
         out = model(input_ids=ids[0], past_key_values=pkv, use_cache=True)
         pkv = out.past_key_values
-        torch.cuda.synchronize()
+        _sync(torch, device)
         t0 = time.perf_counter()
         for s in range(1, steps):
             out = model(input_ids=ids[s], past_key_values=pkv, use_cache=True)
             pkv = out.past_key_values
             out.logits[:, -1].cpu()  # the host needs the logits to sample, as in barknp
-        torch.cuda.synchronize()
+        _sync(torch, device)
     return (time.perf_counter() - t0) / (steps - 1) * 1e3
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", choices=sorted(SIZES), default="small")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=64, help="decode steps timed per causal model")
-    p.add_argument("--context", type=int, default=300, help="positions in the cache while decoding")
-    p.add_argument("--codec-seconds", type=float, default=10.0)
-    p.add_argument("--no-torch", action="store_true", help="skip the transformers comparison")
-    p.add_argument("--model", help="a converted model or hub id, for an end-to-end generate timing")
-    p.add_argument("--text", default="Hello, my name is Suno. And, uh, I like pizza.")
-    args = p.parse_args(argv)
+def torch_fine_ms(model, codes: np.ndarray, device: str = "cuda") -> float:
+    import torch
 
-    from barknp.cuda import require_cuda
-    from barknp.errors import BarkError
+    tcodes = torch.from_numpy(codes).to(device)
 
-    try:
-        require_cuda()
-    except BarkError as e:
-        print(f"bench_cuda: {e}", file=sys.stderr)
-        return 2
-    from barknp.cuda.kernels import Device
+    def run():
+        with torch.no_grad():
+            model(1, input_ids=tcodes).logits.cpu()
+    return wall(run) * 1e3
+
+
+def torch_codec_rtf(model, codes: np.ndarray, seconds: float, device: str = "cuda") -> float:
+    import torch
+
+    tcodes = torch.from_numpy(codes)[None, None].to(device)  # (1, 1, 8, T)
+
+    def run():
+        with torch.no_grad():
+            model.decode(tcodes, [None])[0].cpu()
+    return wall(run, repeat=2) / seconds
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+
+def bench_size(size: str, args, dev, bw: float, peak: float, row) -> None:
+    """Every row of one model size; ``row(label, ours, floor, ref)`` prints one."""
     from barknp.cuda.models import CUDACausalGPT, CUDACodec, CUDAFineGPT
+    from barknp.model import Bark
 
-    dev = Device()
-    bw = bandwidth(dev.cuda)
-    rates = matmul_rates(dev)
-    print(f"GPU: {dev.cuda.get_current_device().name}")
-    print(f"floor inputs: bandwidth {bw / 1e9:.0f} GB/s (device-to-device copy); fp32 matmul "
-          + ", ".join(f"{k} {v / 1e12:.1f} TFLOP/s" for k, v in rates.items()))
-    peak = max(rates.values())
-
-    cpu = build_cpu_models(args.size, args.seed)
-    cpu["codec_seed"] = args.seed + 3
+    t0 = time.perf_counter()
+    cpu = build_cpu_models(size, args.seed)
     gpu = {"semantic": CUDACausalGPT(cpu["semantic"], dev), "coarse": CUDACausalGPT(cpu["coarse"], dev),
            "fine": CUDAFineGPT(cpu["fine"], dev), "codec": CUDACodec(cpu["codec"], dev)}
     tm = None
     if not args.no_torch:
         try:
-            tm = torch_models(args.size, cpu)
+            if torch_cuda() is None:
+                raise RuntimeError("torch is missing or has no CUDA")
+            tm = torch_models(size, cpu, args.seed + 3)
         except Exception as e:  # noqa: BLE001 - the comparison is optional; say why it is missing
-            print(f"transformers comparison unavailable: {type(e).__name__}: {e}")
-
-    print(f"\nsize {args.size}; decode at a cache of {args.context} positions, {args.steps} steps")
-    print(f"{'stage':<28}{'barknp':>12}{'floor':>12}{'transformers':>15}{'ratio':>8}")
+            print(f"transformers comparison unavailable: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
+    print(f"\nsize {size} {SIZES[size]}: built in {time.perf_counter() - t0:.0f} s; decode at a cache of "
+          f"{args.context} positions, {args.steps} steps")
+    print(f"{'stage':<34}{'barknp':>12}{'floor':>12}{'transformers':>15}{'ratio':>8}")
     for name in ("semantic", "coarse"):
         per_token, _ = gpt_params(cpu[name])
-        floor = 4 * per_token / bw * 1e3
-        ours = decode_ms(gpu[name], VOCABS[name][0], args.context, args.steps, merge=False)
+        ours = decode_ms(gpu[name], VOCABS[name][0], args.context, args.steps)
         ref = torch_decode_ms(tm[name], VOCABS[name][0], args.context, args.steps) if tm else float("nan")
-        print(f"{name + ' ms/token':<28}{ours:>12.3f}{floor:>12.3f}{ref:>15.3f}{ref / ours:>8.2f}")
+        row(f"{name} ms/token", ours, 4 * per_token / bw * 1e3, ref)
+    if args.batch > 1:
+        per_token, _ = gpt_params(cpu["coarse"])
+        ours = decode_ms(gpu["coarse"], VOCABS["coarse"][0], args.context, args.steps, args.batch) / args.batch
+        row(f"coarse ms/token, batch {args.batch} padded", ours, 4 * per_token / bw * 1e3 / args.batch, float("nan"))
     # fine: one window of 1024 frames, one codebook
     fine = cpu["fine"]
     c = fine.config
@@ -274,32 +334,68 @@ def main(argv=None) -> int:
     flops = 2 * T * (blocks + fine.lm_heads[0].size) + c.num_layers * 4 * T * T * c.hidden_size
     codes = np.random.default_rng(2).integers(0, 1024, size=(1, T, 8))
     ours = wall(lambda: gpu["fine"].forward(1, codes)) * 1e3
-    ref = float("nan")
-    if tm:
-        import torch
-
-        tcodes = torch.from_numpy(codes).cuda()
-
-        def run():
-            with torch.no_grad():
-                tm["fine"](1, input_ids=tcodes).logits.cpu()
-        ref = wall(run) * 1e3
-    print(f"{'fine ms/window (1 book)':<28}{ours:>12.3f}{flops / peak * 1e3:>12.3f}{ref:>15.3f}{ref / ours:>8.2f}")
+    ref = torch_fine_ms(tm["fine"], codes) if tm else float("nan")
+    row("fine ms/window (1 book)", ours, flops / peak * 1e3, ref)
     # codec
     frames = int(args.codec_seconds * FRAME_RATE)
     codes = np.random.default_rng(3).integers(0, 1024, size=(8, frames))
     ours = wall(lambda: gpu["codec"].decode(codes), repeat=2) / args.codec_seconds
-    ref = float("nan")
-    if tm:
-        import torch
+    ref = torch_codec_rtf(tm["codec"], codes, args.codec_seconds) if tm else float("nan")
+    row("codec s per s of audio", ours, codec_flops_per_frame(cpu["codec"]) * FRAME_RATE / peak, ref)
+    # end to end on the random weights
+    if args.e2e_seconds > 0:
+        bark = Bark(gpu["semantic"], gpu["coarse"], gpu["fine"], gpu["codec"], CharTokenizer())
+        bark.generate(E2E_TEXT, rng=0, max_gen_duration_s=0.5, silent=True)  # warm: compiles every shape kind
+        t0 = time.perf_counter()
+        audio = bark.generate(E2E_TEXT, rng=0, max_gen_duration_s=args.e2e_seconds, silent=True)
+        took = time.perf_counter() - t0
+        seconds = audio.shape[0] / SAMPLE_RATE
+        row(f"end to end s per s ({seconds:.1f} s audio)", took / seconds, float("nan"), float("nan"))
+        if args.batch > 1:
+            label = f"end to end, batch {args.batch}, s per s"
+            t0 = time.perf_counter()
+            try:
+                audios = bark.generate([E2E_TEXT] * args.batch, rng=0, max_gen_duration_s=args.e2e_seconds,
+                                       silent=True)
+            except Exception as e:  # noqa: BLE001 - one failed row should not hide the rest of the table
+                print(f"{label:<34} failed: {type(e).__name__}: {' '.join(str(e).split())[:160]}")
+                return
+            took = time.perf_counter() - t0
+            seconds = sum(a.shape[0] for a in audios) / SAMPLE_RATE
+            row(label, took / seconds, float("nan"), float("nan"))
 
-        tcodes = torch.from_numpy(codes)[None, None].cuda()
 
-        def run():
-            with torch.no_grad():
-                tm["codec"].decode(tcodes, [None])[0].cpu()
-        ref = wall(run, repeat=2) / args.codec_seconds
-    print(f"{'codec s per s of audio':<28}{ours:>12.4f}{'':>12}{ref:>15.4f}{ref / ours:>8.2f}")
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", choices=sorted(SIZES), nargs="+", default=["small", "large"],
+                   help="model shapes: small = suno/bark-small, large = suno/bark (default: both)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=64, help="decode steps timed per causal model")
+    p.add_argument("--context", type=int, default=300, help="positions in the cache while decoding")
+    p.add_argument("--batch", type=int, default=4, help="rows of the batched rows (1: none)")
+    p.add_argument("--codec-seconds", type=float, default=10.0)
+    p.add_argument("--e2e-seconds", type=float, default=4.0, help="audio cap of the end-to-end run (0: none)")
+    p.add_argument("--no-torch", action="store_true", help="skip the transformers comparison")
+    p.add_argument("--model", help="a converted model (or hub id), for an end-to-end generate timing")
+    p.add_argument("--text", default=E2E_TEXT)
+    args = p.parse_args(argv)
+
+    cuda_or_exit("bench_cuda")
+    from barknp.cuda.kernels import Device
+
+    dev = Device()
+    bw = bandwidth(dev.cuda)
+    rates = matmul_rates(dev)
+    print(f"GPU: {gpu_name(dev.cuda)}")
+    print(f"floor inputs: bandwidth {bw / 1e9:.0f} GB/s (device-to-device copy); fp32 matmul "
+          + ", ".join(f"{k} {v / 1e12:.1f} TFLOP/s" for k, v in rates.items()))
+    peak = max(rates.values())
+
+    def row(label, ours, floor, ref):
+        print(f"{label:<34}{ours:>12.4g}{floor:>12.4g}{ref:>15.4g}{ref / ours:>8.2f}", flush=True)
+
+    for size in args.size:
+        bench_size(size, args, dev, bw, peak, row)
 
     if args.model:
         import barknp

@@ -10,7 +10,10 @@ Where the tests run:
 
 The simulator runs each GPU thread as a Python thread, so the kernels are built with the tiny
 ``TINY`` configuration (a few threads per block) and the shapes are small but not multiples of the
-blocks, which covers ragged edges and multi-block reductions.
+blocks, which covers ragged edges and multi-block reductions. Two patches keep the simulator
+honest (``_simulator_patches``): its shared arrays are allocated under a lock, and its device arrays
+refuse list indices on the host, as a real GPU's do. ``test_batched_generation_on_gpu`` runs on a
+real GPU only (the real vocabularies are too wide for the simulator).
 
 Tolerance: float32 kernels against float32/float64 NumPy references with inputs of order 1:
 |ours - ref| <= 2e-5 + 2e-5 |ref| element-wise (summation order differs); whole models: 1e-4
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from barknp.errors import BarkError
@@ -114,13 +117,56 @@ def _thread_safe_simulator_shared_arrays():
     kernelapi.FakeCUDAShared.array = array
 
 
+def _strict_simulator_indexing():
+    """Numba's simulator indexes a device array on the host as NumPy does, lists included, while a
+    real DeviceNDArray takes ints and slices only. Make the simulator as strict, so that host code
+    which passes here (a cache's row copy, say) does not fail on a GPU."""
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    original_get, original_set = FakeCUDAArray.__getitem__, FakeCUDAArray.__setitem__
+    if getattr(original_get, "strict", False):
+        return
+
+    def check(idx):
+        for i in idx if isinstance(idx, tuple) else (idx,):
+            if not isinstance(i, (int, np.integer, slice)):
+                raise TypeError(f"a device array takes ints and slices only, got {type(i).__name__} (real GPU rule)")
+
+    def getitem(self, idx):
+        check(idx)
+        return original_get(self, idx)
+
+    def setitem(self, idx, value):
+        check(idx)
+        return original_set(self, idx, value)
+
+    getitem.strict = True
+    FakeCUDAArray.__getitem__, FakeCUDAArray.__setitem__ = getitem, setitem
+
+
+def _simulator_patches():
+    if IN_SIMULATOR:
+        _thread_safe_simulator_shared_arrays()
+        _strict_simulator_indexing()
+
+
 @pytest.fixture(scope="module")
 def dev():
     from barknp.cuda.kernels import TINY, Device
 
-    if IN_SIMULATOR:
-        _thread_safe_simulator_shared_arrays()
+    _simulator_patches()
     return Device(TINY)
+
+
+@pytest.fixture(scope="module")
+def dev_serial():
+    """One thread per block: for whole models over the semantic model's 257+ merged positions,
+    where the simulator's cost is its barriers (threads x rows); the reductions themselves are
+    covered by the kernel tests under ``TINY``."""
+    from barknp.cuda.kernels import SERIAL, Device
+
+    _simulator_patches()
+    return Device(SERIAL)
 
 
 def rand(rng, *shape, scale=1.0):
@@ -153,6 +199,16 @@ def test_no_gpu_raises():
             call()
         message = str(info.value)
         assert "cuda" in message.lower() and "\n" not in message, message
+
+
+@pytest.mark.skipif(IN_SIMULATOR or RUN_HERE, reason="a CUDA device (or the simulator) is available here")
+@pytest.mark.parametrize("script", ["tools/cuda_parity.py", "benchmarks/bench_cuda.py"])
+def test_gpu_scripts_say_why_without_a_gpu(script):
+    """The GPU scripts exit 2 with one line on stderr, before building any model."""
+    proc = subprocess.run([sys.executable, str(REPO / script), "--size", "small"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "CUDA GPU" in lines[0], (proc.returncode, proc.stderr)
 
 
 # --- kernels ----------------------------------------------------------------------------------
@@ -210,10 +266,15 @@ def test_softmax(dev, R, S, seed):
 
 @here
 @HYP
-@given(B=st.integers(1, 2), H=st.integers(1, 2), D=st.integers(1, 5), T=st.integers(1, 5),
-       past=st.integers(0, 4), causal=st.booleans(), seed=st.integers(0, 2**16))
-def test_attention_with_cache(dev, B, H, D, T, past, causal, seed):
-    """Prefill (T > 1) and decode (T = 1) against ``attend``, keys/values written into a cache."""
+@given(B=st.integers(1, 3), H=st.integers(1, 2), D=st.integers(1, 5), T=st.integers(1, 5),
+       past=st.integers(0, 4), causal=st.booleans(), padded=st.booleans(), seed=st.integers(0, 2**16))
+@example(B=3, H=2, D=3, T=5, past=0, causal=True, padded=True, seed=0)  # a padded prefill, always
+@example(B=3, H=2, D=3, T=1, past=4, causal=True, padded=True, seed=0)  # a padded decode step, always
+def test_attention_with_cache(dev, B, H, D, T, past, causal, padded, seed):
+    """Prefill (T > 1) and decode (T = 1) against ``attend``, keys/values written into a cache.
+
+    ``padded``: each row's key_start drawn in [0, past + T], so some queries (or whole rows) see
+    no key at all; ``attend`` gives those all-zero probabilities, hence a zero output."""
     from barknp.nn.attention import attend, merge_heads, split_heads
 
     rng = np.random.default_rng(seed)
@@ -224,13 +285,16 @@ def test_attention_with_cache(dev, B, H, D, T, past, causal, seed):
     d_keys, d_values = dev.upload(keys), dev.upload(values)
     d_qkv = dev.upload(qkv.reshape(B * T, 3 * C))
     dev.kv_write(d_qkv, d_keys, d_values, T, past, H)
-    out = dev.attention(d_qkv, d_keys, d_values, T, past, causal, H).copy_to_host()
+    key_start = rng.integers(0, past + T + 1, size=B) if padded else None  # (B,)
+    d_start = None if key_start is None else dev.upload(key_start, np.int32)
+    out = dev.attention(d_qkv, d_keys, d_values, T, past, causal, H, d_start).copy_to_host()
     keys[:, :, past : past + T] = split_heads(qkv[..., C : 2 * C], H)
     values[:, :, past : past + T] = split_heads(qkv[..., 2 * C :], H)
     assert_close(d_keys.copy_to_host()[:, :, : past + T], keys[:, :, : past + T], atol=0, rtol=0, what="kv_write")
     ref = attend(split_heads(qkv[..., :C], H), keys[:, :, : past + T], values[:, :, : past + T],
-                 causal_offset=past if causal else None)  # (B, H, T, D)
-    assert_close(out.reshape(B, T, C), merge_heads(ref), what=f"attention T={T} past={past} causal={causal}")
+                 causal_offset=past if causal else None, key_start=key_start)  # (B, H, T, D)
+    assert_close(out.reshape(B, T, C), merge_heads(ref),
+                 what=f"attention T={T} past={past} causal={causal} key_start={key_start}")
 
 
 @here
@@ -250,9 +314,11 @@ def test_gelu_and_elu(dev, n, seed):
 @here
 @HYP
 @given(N=st.integers(1, 9), J=st.integers(1, 4), C=st.integers(1, 7), T=st.integers(1, 3),
-       pos_start=st.integers(0, 3), seed=st.integers(0, 2**16))
-def test_embedding_sum(dev, N, J, C, T, pos_start, seed):
-    """Rows summed in index order (idx < 0 skipped), then the position row: exactly as NumPy adds them."""
+       pos_start=st.integers(0, 3), padded=st.booleans(), seed=st.integers(0, 2**16))
+@example(N=9, J=2, C=3, T=3, pos_start=1, padded=True, seed=0)
+def test_embedding_sum(dev, N, J, C, T, pos_start, padded, seed):
+    """Rows summed in index order (idx < 0 skipped), then the position row: exactly as NumPy adds
+    them. ``padded``: per-sequence positions max(pos_start + t - pad[b], 0), as CausalGPT.forward."""
     rng = np.random.default_rng(seed)
     table, pos = rand(rng, 11, C), rand(rng, 7, C)
     idx = rng.integers(0, 11, size=(N, J)).astype(np.int32)
@@ -260,8 +326,13 @@ def test_embedding_sum(dev, N, J, C, T, pos_start, seed):
     ref = table[idx[:, 0]]
     for j in range(1, J):
         ref = ref + np.where(idx[:, j : j + 1] >= 0, table[np.maximum(idx[:, j], 0)], np.float32(0))
-    ref = ref + pos[pos_start + np.arange(N) % T]
-    out = dev.embedding_sum(dev.upload(table), dev.upload(idx, np.int32), dev.upload(pos), T, pos_start)
+    positions = pos_start + np.arange(N) % T  # (N,)
+    pad = rng.integers(0, T + pos_start + 2, size=-(-N // T)) if padded else None  # (B,), past the end too
+    if padded:
+        positions = np.maximum(positions - pad[np.arange(N) // T], 0)
+    ref = ref + pos[positions]
+    out = dev.embedding_sum(dev.upload(table), dev.upload(idx, np.int32), dev.upload(pos), T, pos_start,
+                            None if pad is None else dev.upload(pad, np.int32))
     assert_close(out.copy_to_host(), ref, atol=0, rtol=0, what="embedding_sum")
 
 
@@ -334,12 +405,12 @@ def tiny_gpt(fine: bool = False, seed: int = 0):
 
 
 @here
-def test_semantic_merged_context_and_cache(dev):
+def test_semantic_merged_context_and_cache(dev_serial):
     """Merged 513+ id prompt, then two cached decode steps; and an uncached batch of 2."""
     from barknp.cuda.models import CUDACausalGPT
 
     cpu = tiny_gpt()
-    gpu = CUDACausalGPT(cpu, dev)
+    gpu = CUDACausalGPT(cpu, dev_serial)
     rng = np.random.default_rng(1)
     prompt = rng.integers(0, 40, size=(1, 515))
     c_cpu, c_gpu = cpu.new_cache(1), gpu.new_cache(1)
@@ -416,3 +487,105 @@ def test_to_cuda_builds_cuda_stages(dev):
     assert isinstance(model.codec, CUDACodec)
     assert model.tokenizer is tokenizer and model.voices_dir == "voices"
     assert KernelConfig().validate() is not None
+
+
+@here
+def test_causal_padded_batch(dev):
+    """A left-padded batch of ragged prompts (pad 0, 2 and 5 of 6 positions): every position's
+    logits, uncached and as a cached prefill, then two cached decode steps, then rows 2 and 0 kept
+    (``keep_rows``) for one more step; each against the CPU CausalGPT with the same pad (the kept
+    rows: replayed on the CPU from their prompts). Queries inside the padding are compared too (the
+    CPU gives them all-zero attention). Tolerance: ``assert_rel``'s 1e-4 of the logits' scale."""
+    from barknp.cuda.models import CUDACausalGPT
+
+    cpu = tiny_gpt(seed=2)
+    gpu = CUDACausalGPT(cpu, dev)
+    rng = np.random.default_rng(4)
+    pad = np.array([0, 2, 5])
+    prompt = rng.integers(0, 40, size=(3, 6))
+    out = gpu.forward(prompt, pad=pad)  # (3, 6, 13)
+    assert np.isfinite(out).all()
+    assert_rel(out, cpu.forward(prompt, pad=pad), what="padded, uncached")
+    assert_rel(out[1, 2:], gpu.forward(prompt[1:, 2:])[0], what="padded row 1 against that row alone")
+    c_cpu, c_gpu = cpu.new_cache(3, 12), gpu.new_cache(3, 12)
+    fed = [prompt] + [rng.integers(0, 40, size=(3, 1)) for _ in range(2)]  # (3, 6), (3, 1), (3, 1)
+    for step, ids in enumerate(fed):
+        given = pad if step == 0 else None
+        ref = cpu.forward(ids, cache=c_cpu, pad=given)
+        assert_rel(gpu.forward(ids, cache=c_gpu, pad=given), ref, what=f"padded batch step {step}")
+    assert c_gpu.pad.tolist() == [0, 2, 5] and c_gpu.length == c_cpu.length == 8
+    keep = [2, 0]
+    c_gpu = c_gpu.keep_rows(keep)
+    assert c_gpu.pad.tolist() == [5, 0] and c_gpu.length == 8 and c_gpu.batch == 2
+    c_cpu = cpu.new_cache(2, 12)
+    for step, ids in enumerate(fed):
+        cpu.forward(ids[keep], cache=c_cpu, pad=pad[keep] if step == 0 else None)
+    ids = rng.integers(0, 40, size=(2, 1))
+    assert_rel(gpu.forward(ids, cache=c_gpu, last_only=True), cpu.forward(ids, cache=c_cpu, last_only=True),
+               what="rows 2 and 0 kept")
+    with pytest.raises(BarkError, match="pad must be"):
+        gpu.forward(prompt, pad=[0, 6, 1])
+    with pytest.raises(BarkError, match="first call only"):
+        gpu.forward(ids, cache=c_gpu, pad=[0, 0])
+
+
+@here
+def test_semantic_merged_context_padded(dev_serial):
+    """A merged 513-id prompt left-padded by 3 merged positions (its text and history blocks
+    shifted right): every position's logits against the CPU with the same pad. One row, as the
+    kernels see nothing of the merging (test_causal_padded_batch covers ragged rows) and the
+    simulator's cost grows with the rows' squared length. Tolerance 1e-4 of the logits' scale."""
+    from barknp.cuda.models import CUDACausalGPT
+
+    cpu = tiny_gpt(seed=3)
+    gpu = CUDACausalGPT(cpu, dev_serial)
+    prompt = np.random.default_rng(5).integers(0, 40, size=(1, 513))
+    ref = cpu.forward(prompt, merge_context=True, pad=[3])  # (1, 257, 13)
+    assert_rel(gpu.forward(prompt, merge_context=True, pad=[3]), ref, what="merged, padded by 3")
+
+
+@pytest.mark.skipif(IN_SIMULATOR or not RUN_HERE, reason="a real GPU only: the real vocabularies' logits "
+                    "(10k-12k wide) take minutes per step under the simulator")
+def test_batched_generation_on_gpu(dev):
+    """barknp.generation.batch's three stages with CUDA models give the CPU models' tokens:
+    semantic rows leaving at different steps (the cache's rows copied), coarse windows left-padded
+    (voices with coarse histories of different lengths), fine windows batched. Narrow random
+    networks with the real vocabularies; tokens must be equal (logits agree to ~1e-6, so a
+    difference means a wrong mask, position or row, not rounding)."""
+    from barknp.cuda.models import CUDACausalGPT, CUDAFineGPT
+    from barknp.generation.batch import generate_coarse_batch, generate_fine_batch, generate_semantic_batch
+
+    sys.path.insert(0, str(REPO / "tools"))
+    from cuda_parity import CharTokenizer
+    from random_weights import random_gpt_tensors
+
+    from barknp.config import GPTConfig
+    from barknp.models.fine import FineGPT
+    from barknp.models.gpt import CausalGPT
+
+    def config(vin, vout):
+        return GPTConfig(num_layers=2, num_heads=2, hidden_size=16, input_vocab_size=vin, output_vocab_size=vout)
+
+    semantic = CausalGPT(config(129_600, 10_048), random_gpt_tensors(2, 16, 129_600, 10_048, 7), name="semantic")
+    coarse = CausalGPT(config(12_096, 12_096), random_gpt_tensors(2, 16, 12_096, 12_096, 8), name="coarse")
+    fine = FineGPT(config(1_056, 1_056), random_gpt_tensors(2, 16, 1_056, 1_056, 9, fine=True))
+    rng = np.random.default_rng(6)
+    voices = [None] + [{"semantic_prompt": rng.integers(0, 10_000, n),  # 1.5 coarse frames per semantic token
+                        "coarse_prompt": rng.integers(0, 1024, (2, 3 * n // 2)),
+                        "fine_prompt": rng.integers(0, 1024, (8, 3 * n // 2))} for n in (40, 90)]
+    texts = ["Hi.", "A longer text, with a clause.", "Medium text."]
+    durations = [0.1, 0.4, 0.25]  # rows leave the semantic batch at different steps
+
+    def run(sem, co, fi):
+        s = generate_semantic_batch(sem, CharTokenizer(), texts, voices, max_gen_duration_s=durations, rngs=1,
+                                    silent=True)
+        c = generate_coarse_batch(co, s, voices, rngs=2, silent=True)
+        return s, c, generate_fine_batch(fi, c, voices, rngs=3)
+
+    ours = run(CUDACausalGPT(semantic, dev), CUDACausalGPT(coarse, dev), CUDAFineGPT(fine, dev))
+    ref = run(semantic, coarse, fine)
+    for stage, a, b in zip(("semantic", "coarse", "fine"), ours, ref):
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert x.shape == y.shape and np.array_equal(x, y), (
+                f"{stage} item {i}: CUDA {x.shape} vs CPU {y.shape}, first difference at "
+                f"{np.flatnonzero(x.reshape(-1)[: y.size] != y.reshape(-1)[: x.size])[:1]}")

@@ -10,6 +10,8 @@ Importing this package does not import ``numba.cuda``; the first CUDA call does.
 
 from __future__ import annotations
 
+import functools
+
 from ..errors import BarkError
 from .kernels import KernelConfig
 
@@ -24,20 +26,55 @@ def cuda_available() -> bool:
         return False
 
 
-def require_cuda() -> None:
-    """Raise BarkError, one line, when no CUDA GPU can be used."""
-    if cuda_available():
-        return
-    reason = "numba.cuda found no usable GPU"
-    try:
-        from .kernels import cuda_module
+def _one_line(e: Exception) -> str:
+    """An exception's first sentence on one line (driver and compiler errors span several)."""
+    detail = " ".join(str(e).split()) or type(e).__name__
+    return detail.split(". ")[0][:160]
 
-        cuda_module().current_context()
-    except Exception as e:  # the driver's own account of why, squeezed onto one line
-        detail = " ".join(str(e).split())
-        if detail:
-            reason = detail.split(". ")[0][:160]
-    raise BarkError(f"device 'cuda' requested but no CUDA GPU is usable ({reason}); use device='cpu'")
+
+@functools.lru_cache(maxsize=1)
+def _kernel_problem() -> str | None:
+    """Compile and launch a one-thread kernel: a GPU can be visible while numba still cannot build
+    kernels for it (libNVVM or libdevice missing, a driver older than the toolkit). Once per process."""
+    import numpy as np
+
+    from .kernels import cuda_module
+
+    cuda = cuda_module()
+    try:
+        @cuda.jit
+        def probe(x):
+            x[0] = 1.0
+
+        x = cuda.to_device(np.zeros(1, dtype=np.float32))
+        probe[1, 1](x)
+        if x.copy_to_host()[0] != 1.0:
+            return "a test kernel ran but wrote nothing"
+    except Exception as e:  # noqa: BLE001 - any failure here means no usable CUDA path
+        return f"numba cannot compile or launch a kernel: {_one_line(e)}"
+    return None
+
+
+def cuda_problem() -> str | None:
+    """Why the CUDA path cannot run here, in one line; None when it can (a GPU, or the simulator,
+    that compiles and runs a kernel)."""
+    if not cuda_available():
+        reason = "numba.cuda found no usable GPU"
+        try:
+            from .kernels import cuda_module
+
+            cuda_module().current_context()
+        except Exception as e:  # the driver's own account of why
+            reason = _one_line(e)
+        return f"no CUDA GPU is usable ({reason})"
+    return _kernel_problem()
+
+
+def require_cuda() -> None:
+    """Raise BarkError, one line, when the CUDA path cannot run (see ``cuda_problem``)."""
+    problem = cuda_problem()
+    if problem is not None:
+        raise BarkError(f"device 'cuda' requested but {problem}; use device='cpu'")
 
 
 def to_cuda(model, config: KernelConfig | None = None):
@@ -63,4 +100,4 @@ def to_cuda(model, config: KernelConfig | None = None):
     )
 
 
-__all__ = ["KernelConfig", "cuda_available", "require_cuda", "to_cuda"]
+__all__ = ["KernelConfig", "cuda_available", "cuda_problem", "require_cuda", "to_cuda"]

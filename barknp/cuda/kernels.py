@@ -69,6 +69,11 @@ class KernelConfig:
 TINY = KernelConfig(tile_m=8, tile_n=8, tile_k=4, micro=2, threads=8, gemv_lanes=4, gemv_rows=2,
                     gemv_max_m=3, elementwise=16, row_blocks=3)
 
+# Whole models under the simulator: one thread per block wherever a kernel allows it, since the
+# simulator's cost is a Python thread per GPU thread and a barrier wait per reduction step.
+SERIAL = KernelConfig(tile_m=16, tile_n=16, tile_k=16, micro=16, threads=1, gemv_lanes=1, gemv_rows=16,
+                      gemv_max_m=3, elementwise=512, row_blocks=1)
+
 
 # ``numba.cuda``, bound on first use by ``cuda_module``: importing it fixes whether numba runs the
 # real driver or its simulator, so it is imported only when a CUDA path is used. The kernels name
@@ -293,10 +298,13 @@ def build_kernels(config: KernelConfig = KernelConfig()) -> SimpleNamespace:
             values[b, h, past + t, d] = qkv[row, 2 * C + c]
 
     @cuda.jit
-    def attention(qkv, keys, values, T, past, causal, H, D, scale, out):
-        """One block per (b, h, t) query (blocks loop when fewer). q from qkv (B*T, 3C), keys/values (B, H, S, D) valid up to
-        past + T; writes out (B*T, C) with the heads already merged. Shared memory (dynamic):
-        q (D floats), then the query's probabilities over its keys."""
+    def attention(qkv, keys, values, T, past, causal, key_start, has_start, H, D, scale, out):
+        """One block per (b, h, t) query (blocks loop when fewer). q from qkv (B*T, 3C), keys/values
+        (B, H, S, D) valid up to past + T; writes out (B*T, C) with the heads already merged.
+        key_start (B,) int (with has_start): keys before key_start[b] are row b's left padding and
+        invisible to it. A query that sees no key at all (one inside the padding) writes zeros, as
+        the reference's all-zero probabilities give. Shared memory (dynamic): q (D floats), then
+        the query's probabilities over its keys."""
         sh = cuda.shared.array(THREADS, float32)
         dyn = cuda.shared.array(0, float32)
         tid = cuda.threadIdx.x
@@ -307,12 +315,13 @@ def build_kernels(config: KernelConfig = KernelConfig()) -> SimpleNamespace:
             h = bh % H
             b = bh // H
             row = b * T + t
-            n_keys = past + t + 1 if causal else past + T
+            n_keys = past + t + 1 if causal else past + T  # one past the last visible key
+            first = key_start[b] if has_start else 0  # the same for the whole block: syncs stay uniform
             for d in range(tid, D, THREADS):
                 dyn[d] = qkv[row, h * D + d]
             cuda.syncthreads()
             mx = -math.inf
-            for s in range(tid, n_keys, THREADS):
+            for s in range(first + tid, n_keys, THREADS):
                 a = float32(0.0)
                 for d in range(D):
                     a += dyn[d] * keys[b, h, s, d]
@@ -321,17 +330,18 @@ def build_kernels(config: KernelConfig = KernelConfig()) -> SimpleNamespace:
                 mx = max(mx, a)
             mx = block_max(sh, tid, mx)
             z = float32(0.0)
-            for s in range(tid, n_keys, THREADS):
+            for s in range(first + tid, n_keys, THREADS):
                 e = math.exp(dyn[D + s] - mx)
                 dyn[D + s] = e
                 z += e
             z = block_sum(sh, tid, z)  # block_sum synchronises, so every probability is written
-            for s in range(tid, n_keys, THREADS):
+            # no visible key: these loops are empty, so there is no 0/0 and the output is 0
+            for s in range(first + tid, n_keys, THREADS):
                 dyn[D + s] = dyn[D + s] / z
             cuda.syncthreads()
             for d in range(tid, D, THREADS):
                 a = float32(0.0)
-                for s in range(n_keys):
+                for s in range(first, n_keys):
                     a += dyn[D + s] * values[b, h, s, d]
                 out[row, h * D + d] = a
             cuda.syncthreads()  # the next item overwrites q and the probabilities
@@ -357,8 +367,10 @@ def build_kernels(config: KernelConfig = KernelConfig()) -> SimpleNamespace:
             out[i] = a[i] + b[i]
 
     @cuda.jit
-    def embedding_sum(table, idx, pos, has_pos, T, pos_start, out):
-        """out[n] = sum_j table[idx[n, j]] (idx < 0 skipped, summed in j order), + pos[pos_start + n % T]."""
+    def embedding_sum(table, idx, pos, has_pos, T, pos_start, pad, has_pad, out):
+        """out[n] = sum_j table[idx[n, j]] (idx < 0 skipped, summed in j order), + the position row
+        pos[p]: p = pos_start + n % T, or with has_pad max(p - pad[n // T], 0) (each sequence's
+        positions restart at 0 after its left padding; the padding itself takes row 0)."""
         i = cuda.grid(1)
         N, C = out.shape
         if i < N * C:
@@ -370,7 +382,10 @@ def build_kernels(config: KernelConfig = KernelConfig()) -> SimpleNamespace:
                 if r >= 0:
                     v += table[r, c]
             if has_pos:
-                v += pos[pos_start + n % T, c]
+                p = pos_start + n % T
+                if has_pad:
+                    p = max(p - pad[n // T], 0)
+                v += pos[p, c]
             out[n, c] = v
 
     # --- codec ------------------------------------------------------------------------------
@@ -489,8 +504,9 @@ def build_kernels(config: KernelConfig = KernelConfig()) -> SimpleNamespace:
 class Device:
     """The kernels of one configuration, with launch helpers. Holds no model state.
 
-    ``dummy`` is a 1-element device array passed where a kernel's optional input is absent
-    (numba kernels need an array in every array slot).
+    ``dummy``, ``dummy1`` and ``dummy_int`` are 1-element device arrays (2-D float, 1-D float,
+    1-D int32) passed where a kernel's optional input is absent (numba kernels need an array in
+    every array slot).
     """
 
     def __init__(self, config: KernelConfig = KernelConfig()):
@@ -499,6 +515,7 @@ class Device:
         self.k = build_kernels(config)
         self.dummy = self.cuda.to_device(np.zeros((1, 1), dtype=np.float32))
         self.dummy1 = self.cuda.to_device(np.zeros(1, dtype=np.float32))
+        self.dummy_int = self.cuda.to_device(np.zeros(1, dtype=np.int32))
 
     # small helpers
     def empty(self, shape) -> object:
@@ -562,12 +579,15 @@ class Device:
         n = qkv.shape[0] * n_head * D
         self.k.kv_write[self._grid1(n)](qkv, keys, values, T, past, n_head, D)
 
-    def attention(self, qkv, keys, values, T: int, past: int, causal: bool, n_head: int, out=None):
+    def attention(self, qkv, keys, values, T: int, past: int, causal: bool, n_head: int, key_start=None,
+                  out=None):
         """Scaled dot-product attention of qkv's queries (B*T, 3C) against keys/values (B, H, S, D)
         valid up to past + T, query t at absolute position past + t; returns (B*T, C), heads merged.
 
-        Reference: ``barknp.nn.attention.attend`` (``causal_offset=past`` or None). A decode step
-        is T = 1: one query per head against the cache's first past + 1 positions.
+        key_start: None, or (B,) int32 device array: keys before key_start[b] are row b's left
+        padding, invisible to its queries; a query that sees no key gets 0.
+        Reference: ``barknp.nn.attention.attend`` (``causal_offset=past`` or None, ``key_start``).
+        A decode step is T = 1: one query per head against the cache's first past + 1 positions.
         """
         BT = qkv.shape[0]
         D = keys.shape[3]
@@ -577,7 +597,8 @@ class Device:
         shared = 4 * (D + past + T)
         scale = float(np.float32(1.0 / np.sqrt(D)))
         self.k.attention[self._rows(BT * n_head), self.config.threads, 0, shared](
-            qkv, keys, values, T, past, causal, n_head, D, scale, out)
+            qkv, keys, values, T, past, causal, self.dummy_int if key_start is None else key_start,
+            key_start is not None, n_head, D, scale, out)
         return out
 
     # --- elementwise --------------------------------------------------------------------------
@@ -601,18 +622,22 @@ class Device:
         self.k.add_kernel[self._grid1(a.size)](a.reshape(a.size), b.reshape(b.size), out.reshape(out.size))
         return out
 
-    def embedding_sum(self, table, idx, pos=None, T: int = 1, pos_start: int = 0, out=None):
+    def embedding_sum(self, table, idx, pos=None, T: int = 1, pos_start: int = 0, pad=None, out=None):
         """out (N, C) = sum_j table[idx[:, j]] (negative indices skipped) + pos[pos_start + n % T].
 
-        table (R, C) float32, idx (N, J) int32 device array. Reference: NumPy fancy indexing, as
-        ``CausalGPT.embed`` / ``FineGPT.forward`` / ``Codec.embed`` sum them.
+        table (R, C) float32, idx (N, J) int32 device array; the N = B * T rows are B sequences of
+        T. pad: None, or (B,) int32 device array of left-padding counts: sequence b's position
+        rows become max(pos_start + t - pad[b], 0), as ``CausalGPT.forward`` takes them with
+        ``pad``. Reference: NumPy fancy indexing, as ``CausalGPT.embed`` / ``FineGPT.forward`` /
+        ``Codec.embed`` sum them.
         """
         N = idx.shape[0]
         C = table.shape[1]
         if out is None:
             out = self.empty((N, C))
         self.k.embedding_sum[self._grid1(N * C)](
-            table, idx, self.dummy if pos is None else pos, pos is not None, T, pos_start, out)
+            table, idx, self.dummy if pos is None else pos, pos is not None, T, pos_start,
+            self.dummy_int if pad is None else pad, pad is not None, out)
         return out
 
     # --- codec --------------------------------------------------------------------------------

@@ -41,28 +41,58 @@ class CUDAKVCache(KVCache):
     """``barknp.nn.attention.KVCache`` on the device.
 
     keys, values: (n_layer, B, n_head, max_len, head_dim) float32 device arrays, valid up to
-    ``length``; a forward pass writes its positions and advances ``length``.
+    ``length``; a forward pass writes its positions and advances ``length``. ``pad`` (B,) int64 on
+    the host, as the CPU cache keeps it (whoever sets it: the first forward, or a caller copying
+    rows); setting it also sets ``device_pad``, its (B,) int32 copy that the kernels read, so a
+    decode step uploads nothing for it.
     """
 
     def __init__(self, dev: Device, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int):
+        self.dev = dev
         shape = (n_layer, batch, n_head, max_len, head_dim)
         self.keys = dev.empty(shape)
         self.values = dev.empty(shape)
         self.length = 0
         self.pad = None
 
+    @property
+    def pad(self) -> np.ndarray | None:
+        return self._pad
 
-def block_forward(dev: Device, x, block: Block, n_head: int, keys, values, T: int, past: int, causal: bool):
+    @pad.setter
+    def pad(self, pad) -> None:
+        self._pad = None if pad is None else np.asarray(pad, dtype=np.int64)
+        self.device_pad = None if pad is None else self.dev.upload(self._pad, np.int32)
+
+    def keep_rows(self, keep) -> "CUDAKVCache":
+        """A new cache holding only the rows ``keep`` (list of int) of this one, its valid positions
+        and pad: what batched decoding keeps when rows finish. Device arrays take no list index, so
+        the rows are copied one slice at a time, on the device."""
+        n_layer, _, n_head, max_len, head_dim = self.keys.shape
+        kept = CUDAKVCache(self.dev, n_layer, len(keep), n_head, max_len, head_dim)
+        n = self.length
+        if n:
+            for j, b in enumerate(keep):
+                kept.keys[:, j, :, :n] = self.keys[:, b, :, :n]  # (L, H, n, D)
+                kept.values[:, j, :, :n] = self.values[:, b, :, :n]
+        kept.length = n
+        kept.pad = None if self.pad is None else self.pad[list(keep)]
+        return kept
+
+
+def block_forward(dev: Device, x, block: Block, n_head: int, keys, values, T: int, past: int, causal: bool,
+                  key_start=None):
     """One pre-norm block on the device, in place on x (B*T, C).
 
     keys/values (B, H, S, D): this layer's cache (or a scratch of S = T); the block writes its T new
-    positions at ``past`` and attends over the first past + T. Reference: ``barknp.nn.block.block_forward``.
+    positions at ``past`` and attends over the first past + T. key_start: None or (B,) int32 device
+    array, each row's left padding (``Device.attention``). Reference: ``barknp.nn.block.block_forward``.
     """
     ln1, attn, ln2, mlp = block
     h = dev.layer_norm(x, ln1.weight, ln1.bias)  # (BT, C)
     qkv = dev.linear(h, attn.att_proj.weight, attn.att_proj.bias)  # (BT, 3C)
     dev.kv_write(qkv, keys, values, T, past, n_head)
-    y = dev.attention(qkv, keys, values, T, past, causal, n_head)  # (BT, C)
+    y = dev.attention(qkv, keys, values, T, past, causal, n_head, key_start)  # (BT, C)
     dev.linear(y, attn.out_proj.weight, attn.out_proj.bias, residual=x, out=x)
     h = dev.layer_norm(x, ln2.weight, ln2.bias, out=h)  # (BT, C)
     m = dev.linear(h, mlp.in_proj.weight, mlp.in_proj.bias, gelu=True)  # (BT, 4C)
@@ -90,6 +120,8 @@ def merged_index(ids: np.ndarray, merge_context: bool) -> np.ndarray:
 class CUDACausalGPT:
     """``CausalGPT`` (semantic or coarse) on the device, built from a CPU model's weights."""
 
+    check_pad = CausalGPT.check_pad  # the CPU's validation of left padding, its messages included
+
     def __init__(self, cpu: CausalGPT, dev: Device):
         self.dev = dev
         self.config = cpu.config
@@ -106,9 +138,13 @@ class CUDACausalGPT:
         return CUDAKVCache(self.dev, c.num_layers, batch, c.num_heads, max_len or c.block_size, c.head_dim)
 
     def forward(self, ids, cache: CUDAKVCache | None = None, merge_context: bool = False,
-                last_only: bool = False) -> np.ndarray:
+                last_only: bool = False, pad=None) -> np.ndarray:
         """As ``CausalGPT.forward``: ids (B, T) int -> float32 logits (B, T', V_out) (or (B, 1, V_out)),
-        on the host; ``cache`` (from ``new_cache``) is written on the device and advanced."""
+        on the host; ``cache`` (from ``new_cache``) is written on the device and advanced.
+
+        pad: (B,) int left-padding counts (in positions after merging), given with the first call
+        and kept by the cache, exactly as the CPU takes it: the padding is invisible to attention
+        and each row's positions restart at 0 after it."""
         c = self.config
         dev = self.dev
         if cache is not None and not isinstance(cache, CUDAKVCache):
@@ -123,13 +159,18 @@ class CUDACausalGPT:
         limit = c.block_size if cache is None else min(c.block_size, cache.max_len)
         if past + T > limit:
             raise BarkError(f"{self.name}: sequence of {past + T} positions exceeds the block size {limit}")
+        pad = self.check_pad(pad, B, T, cache)  # (B,) int64 or None; a cache now holds it
+        if pad is None:
+            d_pad = None
+        else:
+            d_pad = dev.upload(pad, np.int32) if cache is None else cache.device_pad  # (B,) int32
         x = dev.embedding_sum(self.input_embeds_layer, dev.upload(idx, np.int32), self.position_embeds_layer,
-                              T, past)  # (B*T, C)
+                              T, past, d_pad)  # (B*T, C)
         if cache is None:
             scratch = CUDAKVCache(dev, 1, B, c.num_heads, T, c.head_dim)
         for i, block in enumerate(self.layers):
             kv = (cache.keys[i], cache.values[i]) if cache is not None else (scratch.keys[0], scratch.values[0])
-            block_forward(dev, x, block, c.num_heads, kv[0], kv[1], T, past, causal=True)
+            block_forward(dev, x, block, c.num_heads, kv[0], kv[1], T, past, causal=True, key_start=d_pad)
         if cache is not None:
             cache.length = past + T
         if last_only:

@@ -121,17 +121,6 @@ def for_item(i: int, fn, *args):
         raise BarkError(f"item {i}: {e}") from None
 
 
-def keep_cache_rows(model, cache, keep: list[int]):
-    """A cache holding only the rows ``keep`` of ``cache`` (its valid positions copied)."""
-    kept = model.new_cache(len(keep), cache.max_len)
-    n = cache.length
-    kept.keys[:, :, :, :n] = cache.keys[:, keep, :, :n]  # (L, B', H, n, D)
-    kept.values[:, :, :, :n] = cache.values[:, keep, :, :n]
-    kept.length = n
-    kept.pad = None if cache.pad is None else cache.pad[keep]
-    return kept
-
-
 def left_pad(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Id rows of different lengths -> (B, T) int64 padded on the left with 0, and (B,) pad counts.
 
@@ -205,7 +194,7 @@ def generate_semantic_batch(
         if not keep:
             break
         if len(keep) < len(live):  # finished rows leave: later steps compute only live rows
-            cache = keep_cache_rows(model, cache, keep)
+            cache = cache.keep_rows(keep)
             live = [live[b] for b in keep]
         ids = np.array(fed, dtype=np.int64)[:, None]  # (B', 1)
     return [np.array(g, dtype=np.int64) for g in generated]
