@@ -17,8 +17,16 @@ from barknp.errors import BarkError
 from barknp.models.gpt import CausalGPT
 from barknp.nn.ops import Linear, linear
 from barknp.nn.gemv import MAX_ROWS
-from barknp.nn.quant import QLinear, dequantize_rows, quantize_rows
+from barknp.nn.quant import QLinear, _dequantize_into, dequantize_rows, quantize_rows
 from barknp.weights import save_stage, stage_path
+
+
+@settings(deadline=None, max_examples=30)
+@given(rows=st.integers(1, 9), k=st.integers(1, 70), seed=st.integers(0, 2**31))
+def test_dequantize_kernel_matches_reference(rows, k, seed):
+    q, scale = quantize_rows(np.random.default_rng(seed).standard_normal((rows, k)).astype(np.float32))
+    got = _dequantize_into(q, scale, np.empty((rows, k), dtype=np.float32))
+    assert np.array_equal(got, dequantize_rows(q, scale))  # the same two roundings: exact
 
 
 def test_quantization_error_is_at_most_half_a_step():

@@ -5,7 +5,7 @@ the bytes. Activations stay float32; each row's weights are ``q * scale`` with q
 
 Few rows of input (decoding) go through :func:`~barknp.nn.gemv.rows_matmul`, which converts int8
 to float32 in registers. Many rows (a prefill) are compute-bound: blocks of weight rows are
-dequantized into a small float32 buffer, kept in cache, and handed to BLAS, so no float32 copy of
+dequantized into a reused float32 buffer and handed to BLAS, so no float32 copy of
 the whole weight is ever made.
 """
 
@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from .gemv import MAX_ROWS, rows_matmul
 
-# Bytes of dequantized float32 weight per BLAS call of a prefill: a block that fits in L2 cache.
-DEQUANT_BLOCK_BYTES = 1 << 19
+# Bytes of dequantized float32 weight per BLAS call of a prefill: large enough for an efficient
+# product (512 KB blocks measured ~20 % slower), small enough to stay in the L3 cache.
+DEQUANT_BLOCK_BYTES = 1 << 21
 
 
 class QLinear(NamedTuple):
@@ -37,6 +39,15 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _dequantize_into(q, scale, out):  # q (R, K) int8, scale (R,) f32 -> out (R, K) f32, one pass
+    for r in range(q.shape[0]):
+        s = scale[r]
+        for i in range(q.shape[1]):
+            out[r, i] = np.float32(q[r, i]) * s
+    return out
+
+
 def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """(out, in) int8 and (out,) float32 -> (out, in) float32."""
     return q.astype(np.float32) * scale[:, None]
@@ -51,10 +62,12 @@ def qlinear(x: np.ndarray, layer: QLinear) -> np.ndarray:
     else:
         out_rows, k = layer.weight.shape
         step = max(1, DEQUANT_BLOCK_BYTES // (4 * k))  # weight rows per block
+        block = np.empty((step, k), dtype=np.float32)  # reused: a fresh one per block page-faults
         y = np.empty((x2.shape[0], out_rows), dtype=np.float32)  # (N, out)
         for o in range(0, out_rows, step):
-            block = dequantize_rows(layer.weight[o : o + step], layer.scale[o : o + step])  # (step, in)
-            np.matmul(x2, block.T, out=y[:, o : o + step])
+            rows = min(step, out_rows - o)
+            _dequantize_into(layer.weight[o : o + rows], layer.scale[o : o + rows], block[:rows])
+            np.matmul(x2, block[:rows].T, out=y[:, o : o + rows])
     if layer.bias is not None:
         y += layer.bias
     return y.reshape(*lead, -1)
