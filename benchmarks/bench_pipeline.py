@@ -747,6 +747,15 @@ def main(argv=None) -> None:
         same = {k: results["barknp f32"]["tokens"][k] == results["Suno original"]["tokens"][k]
                 for k in ("semantic", "coarse", "fine")}
         header.append("barknp f32 tokens identical to Suno's: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in same.items()))
+        for stage in ("semantic", "coarse", "fine"):  # where the two first part, if they do
+            ours, theirs = (np.array(results[e]["tokens"][stage]) for e in ("barknp f32", "Suno original"))
+            if same[stage] or ours.shape[:-1] != theirs.shape[:-1]:
+                continue
+            n = min(ours.shape[-1], theirs.shape[-1])
+            diff = ours[..., :n] != theirs[..., :n]
+            first = np.argwhere(diff)[0] if diff.any() else [n]
+            header.append(f"  {stage}: shapes {ours.shape} / {theirs.shape}, {int(diff.sum())} of {diff.size} differ, "
+                          f"the first at index {tuple(int(i) for i in first)}")
     print()
     print_table(cols, "\n".join(header))
     print("\nSuno's codec row is transformers' EncodecModel (the encodec package is not installed); transformers'"
