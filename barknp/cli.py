@@ -550,6 +550,11 @@ def main(argv=None) -> int:
             print(f"barknp: error: {msg}", file=sys.stderr)
             return 1
         except Exception as e:  # a bug: one line unless asked for the traceback
+            if isinstance(e, SystemError) and isinstance(e.__cause__ or e.__context__, KeyboardInterrupt):
+                # Ctrl-C inside a Numba kernel surfaces as "returned a result with an exception
+                # set", caused by the KeyboardInterrupt: an interruption, not a bug
+                print("\nbarknp: error: interrupted", file=sys.stderr)
+                return 130
             if os.environ.get("BARKNP_DEBUG"):
                 raise
             msg = " ".join(str(e).split())[:300]
