@@ -24,3 +24,24 @@ def assert_close(ours, ref, rtol: float = 1e-5, what: str = "") -> float:
         f"ours {ours[worst]!r} vs reference {ref[worst]!r}"
     )
     return rel
+
+
+def assert_sums_close(ours, ref, magnitude, rtol: float = 1e-5, what: str = "") -> float:
+    """Assert |ours - ref| <= rtol * magnitude element-wise, for results that are sums of products.
+
+    magnitude is the sum of the absolute terms (|x| @ |w|.T for a matrix product): the scale that
+    float32 rounding errors follow whatever order the terms are added in. A sum that cancels to
+    nearly zero keeps the error of its large terms, so it cannot be judged by its own size.
+    Returns the worst error as a fraction of its element's magnitude.
+    """
+    ours = np.asarray(ours, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != reference {ref.shape}"
+    assert np.isfinite(ours).all(), f"{what}: non-finite values in ours"
+    rel = np.abs(ours - ref) / np.maximum(np.asarray(magnitude, dtype=np.float64), 1e-30)
+    worst = np.unravel_index(int(rel.argmax()), rel.shape)
+    assert rel[worst] <= rtol, (
+        f"{what}: error {rel[worst]:.3g} of the summed magnitude > {rtol:g}; worst at {worst}: "
+        f"ours {ours[worst]!r} vs reference {ref[worst]!r}"
+    )
+    return float(rel[worst])
