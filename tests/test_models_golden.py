@@ -52,6 +52,22 @@ def test_semantic_merged_context(golden):
     assert_close(logits[:, -4:], golden["semantic_merged_logits_last4"], RTOL, "semantic merged")
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_many_rows_on_one_and_two_threads(golden, n_threads):
+    """520 rows: with two threads the forward splits rows and heads over workers
+    (barknp.threads.forward_workers); with one it runs inline. Both match the golden."""
+    from barknp import threads
+
+    before = threads.get_num_threads()
+    threads.set_num_threads(n_threads)
+    try:
+        logits = build(golden, "semantic").forward(golden["semantic_merged_ids"], merge_context=True)
+    finally:
+        threads.set_num_threads(before["blas"] or before["numba"])
+        threads.numba.set_num_threads(before["numba"])
+    assert_close(logits[:, -4:], golden["semantic_merged_logits_last4"], RTOL, f"semantic merged, {n_threads} threads")
+
+
 def test_semantic_merged_context_with_cache(golden):
     """Prompt in one call, then three single-token steps: the same logits as one long forward."""
     model = build(golden, "semantic")

@@ -14,7 +14,9 @@ import numpy as np
 from ..config import GPTConfig, config_from_dict
 from ..errors import BarkError
 from ..nn.block import block_forward, read_block, read_layer_norm, tensor
+from ..nn.gemv import MAX_ROWS
 from ..nn.ops import layer_norm
+from ..threads import forward_workers
 from ..weights import load_stage
 from .gpt import check_ids
 
@@ -70,7 +72,11 @@ class FineGPT:
         for i in range(1, codebook_idx + 1):
             x += self.input_embeds_layers[i][codes[:, :, i]]
         x += self.position_embeds_layer[:T]
-        for block in self.layers:
-            x = block_forward(x, block, c.num_heads, causal=False)
-        x = layer_norm(x, self.layernorm_final)  # (B, T, C)
-        return x @ self.lm_heads[codebook_idx - c.n_codes_given].T  # (B, T, V)
+        head = self.lm_heads[codebook_idx - c.n_codes_given]  # (V, C)
+        with forward_workers(B * T, MAX_ROWS) as workers:
+            for block in self.layers:
+                x = block_forward(x, block, c.num_heads, causal=False, workers=workers)
+            logits = workers.map_rows(
+                lambda rows: layer_norm(rows, self.layernorm_final) @ head.T, head.shape[0], x.reshape(B * T, -1)
+            )  # (B T, V)
+        return logits.reshape(B, T, -1)  # (B, T, V)

@@ -20,7 +20,9 @@ from ..constants import MAX_SEMANTIC_HISTORY, MAX_TEXT_TOKENS
 from ..errors import BarkError
 from ..nn.attention import KVCache
 from ..nn.block import block_forward, read_block, read_layer_norm, read_linear, tensor
+from ..nn.gemv import MAX_ROWS
 from ..nn.ops import layer_norm, linear
+from ..threads import forward_workers
 from ..weights import load_stage
 
 # ids of a merged semantic context: text block, history block, then the rest unmerged
@@ -140,10 +142,16 @@ class CausalGPT:
         else:
             positions = np.maximum(past + np.arange(T)[None, :] - pad[:, None], 0)  # (B, T)
             x = x + self.position_embeds_layer[positions]  # (B, T, C)
-        for i, block in enumerate(self.layers):
-            x = block_forward(x, block, c.num_heads, cache, layer=i, causal=True, pad=pad)
-        if cache is not None:
-            cache.length = past + T
-        if last_only:
-            x = x[:, -1:]  # (B, 1, C)
-        return linear(layer_norm(x, self.layernorm_final), self.lm_head)  # (B, T, V_out)
+        with forward_workers(B * T, MAX_ROWS) as workers:
+            for i, block in enumerate(self.layers):
+                x = block_forward(x, block, c.num_heads, cache, layer=i, causal=True, pad=pad, workers=workers)
+            if cache is not None:
+                cache.length = past + T
+            if last_only:
+                x = x[:, -1:]  # (B, 1, C)
+            logits = workers.map_rows(self.head, self.lm_head.weight.shape[0], x.reshape(-1, c.hidden_size))  # (B T', V_out)
+        return logits.reshape(B, x.shape[1], -1)  # (B, T', V_out)
+
+    def head(self, x: np.ndarray) -> np.ndarray:
+        """The final layer norm and the LM head: x (N, C) float32 -> logits (N, V_out) float32."""
+        return linear(layer_norm(x, self.layernorm_final), self.lm_head)

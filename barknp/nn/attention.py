@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from ..threads import SERIAL, Workers
 from .mathf import exp32
 from .ops import Linear, linear
 
@@ -101,7 +102,7 @@ def masked_softmax_reference(
     return (e / np.where(total > 0, total, 1.0)).astype(np.float32)
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@numba.njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
 def masked_softmax(scores, scale, causal_offset, key_start):
     """The kernel of :func:`masked_softmax_reference`: scores (B, H, T, S) float32, overwritten.
 
@@ -212,6 +213,7 @@ def attend(
     causal_offset: int | None,
     key_start: np.ndarray | None = None,
     length: int | None = None,
+    workers: Workers = SERIAL,
 ) -> np.ndarray:
     """Scaled dot-product attention: the fast :func:`attend_reference`, same arguments and result.
 
@@ -219,9 +221,9 @@ def attend(
     count, so a cache's whole buffers can be passed, which the fused kernel reads fastest.
 
     Few query rows (decoding) go through the fused kernel :func:`attend_rows`. Many rows (a prefill,
-    a fine pass) go per sequence, head and block of queries through two BLAS products with the
-    masked softmax between them; a causal block multiplies only the keys it can see, which halves
-    a prefill's attention work, and its scores stay in cache.
+    a fine pass) go through :func:`_attend_heads`, the heads shared among ``workers``
+    (:func:`barknp.threads.forward_workers`): the products are small (K = head_dim), and whole
+    heads per thread need no hand-off inside them.
     """
     B, H, T, D = q.shape
     length = k.shape[2] if length is None else length
@@ -234,37 +236,70 @@ def attend(
             k, v = np.ascontiguousarray(k[:, :, :length]), np.ascontiguousarray(v[:, :, :length])
         return attend_rows(np.ascontiguousarray(q), k, v, length, scale, offset, starts, out)
     k, v = k[:, :, :length], v[:, :, :length]  # (B, H, S, D)
-    for b in range(B):
-        for t0 in range(0, T, QUERY_BLOCK):
-            t1 = min(T, t0 + QUERY_BLOCK)
-            last = length if offset < 0 else min(length, offset + t1)  # keys the block's last query sees
-            scores = np.matmul(q[b, :, t0:t1], k[b, :, :last].transpose(0, 2, 1))  # (H, rows, last)
-            masked_softmax(scores[None], scale, -1 if offset < 0 else offset + t0, starts[b : b + 1])
-            np.matmul(scores, v[b, :, :last], out=out[b, :, t0:t1])  # (H, rows, D)
+
+    def run(share: list[tuple[int, slice]]) -> None:
+        for b, heads in share:
+            _attend_heads(q[b, heads], k[b, heads], v[b, heads], scale, offset, starts[b : b + 1], out[b, heads])
+
+    workers.map(run, head_shares(B, H, workers.count))
     return out
 
 
-def self_attention(
-    x: np.ndarray,
-    attn: Attention,
+def head_shares(B: int, H: int, count: int) -> list[list[tuple[int, slice]]]:
+    """The B * H (sequence, head) pairs in ``count`` near-equal shares, each a list of
+    (sequence, heads) runs: head_shares(1, 12, 2) == [[(0, slice(0, 6))], [(0, slice(6, 12))]]."""
+    total = B * H
+    step = -(-total // count)
+    shares = []
+    for start in range(0, total, step):
+        end, share, unit = min(total, start + step), [], start
+        while unit < end:
+            b, h0 = divmod(unit, H)
+            h1 = min(H, h0 + end - unit)
+            share.append((b, slice(h0, h1)))
+            unit += h1 - h0
+        shares.append(share)
+    return shares
+
+
+def _attend_heads(q, k, v, scale, offset, key_start, out) -> None:
+    """The BLAS path of :func:`attend` for one sequence's heads, a block of queries at a time.
+
+    q (h, T, D), k and v (h, S, D) float32; key_start (1,) int64 -> out (h, T, D), written. A causal
+    block multiplies only the keys its last query sees, which halves a prefill's attention work,
+    and a block's scores stay in cache between the two products.
+    """
+    T, S = q.shape[1], k.shape[1]
+    for t0 in range(0, T, QUERY_BLOCK):
+        t1 = min(T, t0 + QUERY_BLOCK)
+        last = S if offset < 0 else min(S, offset + t1)  # keys the block's last query sees
+        scores = np.matmul(q[:, t0:t1], k[:, :last].transpose(0, 2, 1))  # (h, rows, last)
+        masked_softmax(scores[None], scale, -1 if offset < 0 else offset + t0, key_start)
+        np.matmul(scores, v[:, :last], out=out[:, t0:t1])  # (h, rows, D)
+
+
+def attend_qkv(
+    qkv: np.ndarray,
     n_head: int,
     cache: KVCache | None = None,
     layer: int = 0,
     causal: bool = True,
     pad: np.ndarray | None = None,
+    workers: Workers = SERIAL,
 ) -> np.ndarray:
-    """One attention sub-layer: x (B, T, C) float32 -> (B, T, C) float32.
+    """The attention of one sub-layer between its two projections: qkv (B, T, 3C) float32, the
+    fused q/k/v projection's output, -> heads merged (B, T, C) float32, before ``out_proj``.
 
     With a cache, this layer's keys and values for the T new positions are written at
-    ``cache.length`` and the query attends over everything cached so far. The caller advances
+    ``cache.length`` and the queries attend over everything cached so far. The caller advances
     ``cache.length`` once all layers have run. ``pad`` (B,) int: keys before ``pad[b]`` are
     sequence b's left padding.
     """
-    B, T, C = x.shape
-    qkv = linear(x, attn.att_proj)  # (B, T, 3C)
+    C = qkv.shape[-1] // 3
     q = split_heads(qkv[..., :C], n_head)  # (B, H, T, D)
     k = split_heads(qkv[..., C : 2 * C], n_head)  # (B, H, T, D)
     v = split_heads(qkv[..., 2 * C :], n_head)  # (B, H, T, D)
+    T = q.shape[2]
     past = 0
     if cache is not None:
         past = cache.length
@@ -272,5 +307,5 @@ def self_attention(
         cache.values[layer, :, :, past : past + T] = v
         k = cache.keys[layer]  # (B, H, max_len, D), valid up to past + T
         v = cache.values[layer]  # (B, H, max_len, D)
-    y = attend(q, k, v, past if causal else None, pad, length=past + T)  # (B, H, T, D)
-    return linear(merge_heads(y), attn.out_proj)  # (B, T, C)
+    y = attend(q, k, v, past if causal else None, pad, length=past + T, workers=workers)  # (B, H, T, D)
+    return merge_heads(y)  # (B, T, C)

@@ -11,7 +11,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import BarkError
-from .attention import Attention, KVCache, self_attention
+from ..threads import SERIAL, Workers
+from .attention import Attention, KVCache, attend_qkv
 from .ops import LayerNorm, Linear, gelu, layer_norm, linear
 from .quant import QLinear
 
@@ -38,12 +39,27 @@ def block_forward(
     layer: int = 0,
     causal: bool = True,
     pad: np.ndarray | None = None,
+    workers: Workers = SERIAL,
 ) -> np.ndarray:
-    """x (B, T, C) float32 -> (B, T, C) float32; ``pad`` (B,) counts left-padding keys."""
-    x = x + self_attention(layer_norm(x, block.layernorm_1), block.attn, n_head, cache, layer, causal, pad)
-    h = gelu(linear(layer_norm(x, block.layernorm_2), block.mlp.in_proj))  # (B, T, 4C)
-    x += linear(h, block.mlp.out_proj)
-    return x
+    """x (B, T, C) float32 -> (B, T, C) float32; ``pad`` (B,) counts left-padding keys.
+
+    Everything but attention treats positions independently, so ``workers`` take those parts a
+    chunk of rows each, and attention a share of the heads each.
+    """
+    B, T, C = x.shape
+    rows = x.reshape(B * T, C)
+
+    def qkv_rows(r):  # (n, C) -> (n, 3C)
+        return linear(layer_norm(r, block.layernorm_1), block.attn.att_proj)
+
+    def rest_rows(r, attended):  # the residual stream after attention and after the MLP: (n, C)
+        r = r + linear(attended, block.attn.out_proj)
+        r += linear(gelu(linear(layer_norm(r, block.layernorm_2), block.mlp.in_proj)), block.mlp.out_proj)
+        return r
+
+    qkv = workers.map_rows(qkv_rows, 3 * C, rows).reshape(B, T, 3 * C)  # (B, T, 3C)
+    attended = attend_qkv(qkv, n_head, cache, layer, causal, pad, workers)  # (B, T, C)
+    return workers.map_rows(rest_rows, C, rows, attended.reshape(B * T, C)).reshape(B, T, C)
 
 
 def tensor(tensors: dict, name: str) -> np.ndarray:

@@ -71,7 +71,7 @@ def layer_norm_reference(x: np.ndarray, norm: LayerNorm, eps: float = LAYER_NORM
 
 
 # Serial on purpose: see barknp.threads on kernels that run between BLAS calls.
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@numba.njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
 def _layer_norm_rows(x, weight, bias, eps, out):  # x (R, C) f32, bias (C,) or (0,) -> out (R, C)
     R, C = x.shape
     for r in range(R):
@@ -121,7 +121,7 @@ def gelu_reference(x: np.ndarray) -> np.ndarray:
 
 
 # Serial, as the layer norm: see barknp.threads on kernels that run between BLAS calls.
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@numba.njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
 def _gelu(flat):  # flat (N,) float32, overwritten
     for i in range(flat.shape[0]):
         v = flat[i]

@@ -39,7 +39,7 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@numba.njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
 def _dequantize_into(q, scale, out):  # q (R, K) int8, scale (R,) f32 -> out (R, K) f32, one pass
     for r in range(q.shape[0]):
         s = scale[r]

@@ -1,0 +1,73 @@
+"""barknp.threads: the workers that split a many-row forward, and the thread counts they borrow."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from barknp import threads
+from barknp.nn.attention import head_shares
+from barknp.threads import SERIAL, forward_workers
+
+
+@pytest.fixture
+def two_blas_threads():
+    before = threads.get_num_threads()
+    if before["blas"] is None:
+        pytest.skip("NumPy's BLAS library was not found, so its threads cannot be set")
+    threads.set_num_threads(2)
+    try:
+        yield
+    finally:
+        threads.set_num_threads(before["blas"])
+        numba.set_num_threads(before["numba"])
+
+
+@settings(deadline=None, max_examples=60)
+@given(B=st.integers(1, 9), H=st.integers(1, 16), count=st.integers(1, 5))
+def test_head_shares_cover_every_pair_once_in_at_most_count_shares(B, H, count):
+    shares = head_shares(B, H, count)
+    assert 1 <= len(shares) <= count
+    pairs = [(b, h) for share in shares for b, heads in share for h in range(heads.start, heads.stop)]
+    assert pairs == [(b, h) for b in range(B) for h in range(H)]  # in order, none twice
+    sizes = [sum(heads.stop - heads.start for _, heads in share) for share in shares]
+    assert max(sizes) == -(-B * H // count)  # no share bigger than an even split's
+
+
+def test_forward_workers_borrow_blas_threads_and_give_them_back(two_blas_threads):
+    with forward_workers(rows=4, min_rows=16) as workers:
+        assert workers is SERIAL and threads.get_num_threads()["blas"] == 2  # a decode step: untouched
+    with forward_workers(rows=100, min_rows=16) as workers:
+        assert workers.count == 2
+        assert threads.get_num_threads()["blas"] == 1  # BLAS is single-threaded under the workers
+    assert threads.get_num_threads() == {"numba": 2, "blas": 2}
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 100])
+def test_map_rows_on_two_workers_equals_one_call(two_blas_threads, n):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 5)).astype(np.float32)
+    y = rng.standard_normal((n, 3)).astype(np.float32)
+    w = rng.standard_normal((8, 8)).astype(np.float32)
+
+    def fn(a, b):  # row-independent: (k, 5), (k, 3) -> (k, 8)
+        return np.concatenate([a, b], axis=1) @ w
+
+    with forward_workers(rows=100, min_rows=16) as workers:
+        got = workers.map_rows(fn, 8, x, y)
+    np.testing.assert_allclose(got, fn(x, y), rtol=1e-6, atol=1e-6)
+
+
+def test_a_workers_exception_reaches_the_caller(two_blas_threads):
+    def fn(a):
+        if a[0, 0] > 0:  # only the second chunk fails: it runs on a pool thread
+            raise ValueError("second chunk")
+        return a
+
+    x = np.array([[-1.0], [-1.0], [1.0], [1.0]], dtype=np.float32)
+    with forward_workers(rows=100, min_rows=16) as workers, pytest.raises(ValueError, match="second chunk"):
+        workers.map_rows(fn, 1, x)
+    assert threads.get_num_threads()["blas"] == 2
