@@ -42,10 +42,20 @@ def reference():
 
 
 @pytest.fixture(scope="module")
-def ours_json():
+def ours_json(tmp_path_factory):
     if not (BERT_DIR / "tokenizer.json").is_file():
         pytest.skip(f"tokenizer.json not found in {BERT_DIR}")
-    return load_tokenizer(BERT_DIR)
+    d = tmp_path_factory.mktemp("json_only")
+    shutil.copy(BERT_DIR / "tokenizer.json", d / "tokenizer.json")
+    tok = load_tokenizer(d)
+    assert tok.source.endswith("tokenizer.json")
+    return tok
+
+
+def test_vocab_txt_is_preferred_when_both_are_present():
+    if not (BERT_DIR / "vocab.txt").is_file() or not (BERT_DIR / "tokenizer.json").is_file():
+        pytest.skip(f"bert-base-multilingual-cased not found at {BERT_DIR}")
+    assert load_tokenizer(BERT_DIR).source.endswith("vocab.txt")
 
 
 @pytest.fixture(scope="module")
