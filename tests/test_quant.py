@@ -52,6 +52,34 @@ def test_linear_dispatches_int8_on_both_paths(rows):
     assert_close(got, want, 1e-5, f"qlinear rows={rows}")
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("T", [3, MAX_ROWS + 9])
+def test_int8_block_matches_its_dequantized_float32_block(T, n_threads):
+    """Decode rows use int8 weights in rows_matmul; a many-row call dequantizes the layer once and
+    shares it among the workers (block.float32_block). Both equal the float32 block built from
+    the same dequantized weights."""
+    from barknp import threads
+    from barknp.nn.block import block_forward, float32_block, read_block
+
+    tensors = random_gpt_tensors(1, 32, 100, 100, seed=9)
+    q_tensors = quantize_tensors(tensors)
+    q_block = read_block(q_tensors, "layers.0")
+    f_block = float32_block(q_block)
+    assert isinstance(q_block.mlp.in_proj, QLinear) and isinstance(f_block.mlp.in_proj, Linear)
+    in_proj = q_block.mlp.in_proj
+    np.testing.assert_array_equal(f_block.mlp.in_proj.weight, dequantize_rows(in_proj.weight, in_proj.scale))
+    x = np.random.default_rng(T).standard_normal((1, T, 32)).astype(np.float32)
+    before = threads.get_num_threads()
+    threads.set_num_threads(n_threads)
+    try:
+        with threads.forward_workers(T, MAX_ROWS) as workers:
+            got = block_forward(x, q_block, 4, workers=workers)
+    finally:
+        threads.set_num_threads(before["blas"] or before["numba"])
+        threads.numba.set_num_threads(before["numba"])
+    assert_close(got, block_forward(x, f_block, 4), 1e-5, f"int8 block T={T} threads={n_threads}")
+
+
 @pytest.fixture
 def model_dir(tmp_path):
     cfg = GPTConfig(num_layers=2, num_heads=2, hidden_size=32, input_vocab_size=12_096, output_vocab_size=12_096)

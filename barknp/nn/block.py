@@ -13,8 +13,9 @@ import numpy as np
 from ..errors import BarkError
 from ..threads import SERIAL, Workers
 from .attention import Attention, KVCache, attend_qkv
+from .gemv import MAX_ROWS
 from .ops import LayerNorm, Linear, gelu, layer_norm, linear
-from .quant import QLinear
+from .quant import QLinear, dequantized_weight
 
 
 class MLP(NamedTuple):
@@ -48,6 +49,8 @@ def block_forward(
     """
     B, T, C = x.shape
     rows = x.reshape(B * T, C)
+    if B * T > MAX_ROWS:
+        block = float32_block(block, workers)
 
     def qkv_rows(r):  # (n, C) -> (n, 3C)
         return linear(layer_norm(r, block.layernorm_1), block.attn.att_proj)
@@ -60,6 +63,26 @@ def block_forward(
     qkv = workers.map_rows(qkv_rows, 3 * C, rows).reshape(B, T, 3 * C)  # (B, T, 3C)
     attended = attend_qkv(qkv, n_head, cache, layer, causal, pad, workers)  # (B, T, C)
     return workers.map_rows(rest_rows, C, rows, attended.reshape(B * T, C)).reshape(B, T, C)
+
+
+def float32_block(block: Block, workers: Workers = SERIAL) -> Block:
+    """The block with any int8 linear dequantized to float32, for a many-row call: compute-bound
+    there, BLAS on float32 beats int8 weights, and dequantizing once per call lets every worker
+    share the result (each dequantizing per row chunk did the work twice). The copy lives for
+    this call only."""
+
+    def f32(layer):
+        if isinstance(layer, QLinear):
+            return Linear(dequantized_weight(layer, workers), layer.bias)
+        return layer
+
+    attn, mlp = block.attn, block.mlp
+    return Block(
+        layernorm_1=block.layernorm_1,
+        attn=Attention(att_proj=f32(attn.att_proj), out_proj=f32(attn.out_proj)),
+        layernorm_2=block.layernorm_2,
+        mlp=MLP(in_proj=f32(mlp.in_proj), out_proj=f32(mlp.out_proj)),
+    )
 
 
 def tensor(tensors: dict, name: str) -> np.ndarray:

@@ -4,9 +4,11 @@ Decoding one token is bound by reading the weights, so storing them as int8 read
 the bytes. Activations stay float32; each row's weights are ``q * scale`` with q in [-127, 127].
 
 Few rows of input (decoding) go through :func:`~barknp.nn.gemv.rows_matmul`, which converts int8
-to float32 in registers. Many rows (a prefill) are compute-bound: blocks of weight rows are
-dequantized into a reused float32 buffer and handed to BLAS, so no float32 copy of
-the whole weight is ever made.
+to float32 in registers. Many rows (a prefill) are compute-bound, so they run on float32 weights
+through BLAS: a transformer block dequantizes its layer's weights once per call
+(:func:`dequantized_weight`, shared by the forward's workers; ~28 MB at the bark-small width),
+and :func:`qlinear` on many rows elsewhere dequantizes blocks of weight rows into a reused buffer.
+Never is a float32 copy of the whole model made.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from ..threads import SERIAL, Workers
 from .gemv import MAX_ROWS, rows_matmul
 
 # Bytes of dequantized float32 weight per BLAS call of a prefill: large enough for an efficient
@@ -51,6 +54,14 @@ def _dequantize_into(q, scale, out):  # q (R, K) int8, scale (R,) f32 -> out (R,
 def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """(out, in) int8 and (out,) float32 -> (out, in) float32."""
     return q.astype(np.float32) * scale[:, None]
+
+
+def dequantized_weight(layer: QLinear, workers: Workers = SERIAL) -> np.ndarray:
+    """The layer's weight as float32 (out, in), each worker dequantizing a share of its rows."""
+    def rows(q, scale):  # (n, in) int8, (n,) -> (n, in) float32
+        return _dequantize_into(q, scale, np.empty(q.shape, dtype=np.float32))
+
+    return workers.map_rows(rows, layer.weight.shape[1], layer.weight, layer.scale)
 
 
 def qlinear(x: np.ndarray, layer: QLinear) -> np.ndarray:
