@@ -49,17 +49,26 @@ def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def one_thread():
-    """Run in-process generations single-threaded (the test machine's two cores are shared: threads
-    fighting over them make tiny matrix products ten times slower), then restore the setting."""
+def num_threads(n: int):
+    """Run the body with ``n`` threads for BLAS and Numba (barknp.set_num_threads), then restore
+    both engines' counts."""
+    import numba
+
     from barknp.threads import get_num_threads, set_num_threads
 
     before = get_num_threads()
-    set_num_threads(1)
+    set_num_threads(n)
     try:
         yield
     finally:
-        set_num_threads(before["numba"])
+        set_num_threads(before["blas"] or before["numba"])
+        numba.set_num_threads(before["numba"])
+
+
+def one_thread():
+    """Run in-process generations single-threaded (the test machine's two cores are shared: threads
+    fighting over them make tiny matrix products ten times slower), then restore the setting."""
+    return num_threads(1)
 
 
 @pytest.fixture(scope="session")

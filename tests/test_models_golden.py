@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import GOLDENS
+from conftest import GOLDENS, num_threads
 from parity import assert_close
 from random_weights import random_gpt_tensors
 
@@ -56,15 +56,8 @@ def test_semantic_merged_context(golden):
 def test_many_rows_on_one_and_two_threads(golden, n_threads):
     """520 rows: with two threads the forward splits rows and heads over workers
     (barknp.threads.forward_workers); with one it runs inline. Both match the golden."""
-    from barknp import threads
-
-    before = threads.get_num_threads()
-    threads.set_num_threads(n_threads)
-    try:
+    with num_threads(n_threads):
         logits = build(golden, "semantic").forward(golden["semantic_merged_ids"], merge_context=True)
-    finally:
-        threads.set_num_threads(before["blas"] or before["numba"])
-        threads.numba.set_num_threads(before["numba"])
     assert_close(logits[:, -4:], golden["semantic_merged_logits_last4"], RTOL, f"semantic merged, {n_threads} threads")
 
 

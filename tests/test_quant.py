@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from conftest import num_threads
 from parity import assert_close
 from random_weights import random_gpt_tensors
 
@@ -58,8 +59,8 @@ def test_int8_block_matches_its_dequantized_float32_block(T, n_threads):
     """Decode rows use int8 weights in rows_matmul; a many-row call dequantizes the layer once and
     shares it among the workers (block.float32_block). Both equal the float32 block built from
     the same dequantized weights."""
-    from barknp import threads
     from barknp.nn.block import block_forward, float32_block, read_block
+    from barknp.threads import forward_workers
 
     tensors = random_gpt_tensors(1, 32, 100, 100, seed=9)
     q_tensors = quantize_tensors(tensors)
@@ -69,14 +70,8 @@ def test_int8_block_matches_its_dequantized_float32_block(T, n_threads):
     in_proj = q_block.mlp.in_proj
     np.testing.assert_array_equal(f_block.mlp.in_proj.weight, dequantize_rows(in_proj.weight, in_proj.scale))
     x = np.random.default_rng(T).standard_normal((1, T, 32)).astype(np.float32)
-    before = threads.get_num_threads()
-    threads.set_num_threads(n_threads)
-    try:
-        with threads.forward_workers(T, MAX_ROWS) as workers:
-            got = block_forward(x, q_block, 4, workers=workers)
-    finally:
-        threads.set_num_threads(before["blas"] or before["numba"])
-        threads.numba.set_num_threads(before["numba"])
+    with num_threads(n_threads), forward_workers(T, MAX_ROWS) as workers:
+        got = block_forward(x, q_block, 4, workers=workers)
     assert_close(got, block_forward(x, f_block, 4), 1e-5, f"int8 block T={T} threads={n_threads}")
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
+from conftest import num_threads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,15 +15,10 @@ from barknp.threads import SERIAL, forward_workers
 
 @pytest.fixture
 def two_blas_threads():
-    before = threads.get_num_threads()
-    if before["blas"] is None:
+    if threads.get_num_threads()["blas"] is None:
         pytest.skip("NumPy's BLAS library was not found, so its threads cannot be set")
-    threads.set_num_threads(2)
-    try:
+    with num_threads(2):
         yield
-    finally:
-        threads.set_num_threads(before["blas"])
-        numba.set_num_threads(before["numba"])
 
 
 @settings(deadline=None, max_examples=60)
