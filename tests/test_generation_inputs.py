@@ -318,3 +318,19 @@ def test_fine_bad_temp_and_voice():
     v["fine_prompt"] = np.full((8, 5), 5000)
     with pytest.raises(BarkError, match="fine_prompt"):
         generate_fine(ScriptedFine(), np.zeros((2, 5), np.int64), voice=v)
+
+
+def test_progress_hides_without_importing_tqdm_and_shows_with_it():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from barknp.generation.progress import progress\n"
+        "bar = progress(range(3), silent=True); bar.update(2); bar.close()\n"
+        "assert list(bar) == [0, 1, 2] and 'tqdm' not in sys.modules\n"
+        "shown = progress(range(3), silent=False)\n"
+        "assert list(shown) == [0, 1, 2] and type(shown).__module__.startswith('tqdm')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -30,7 +30,6 @@ uniform number falls within that rounding of a CDF boundary, which the tests hav
 from __future__ import annotations
 
 import numpy as np
-import tqdm
 
 from ..constants import (
     BLOCK_SIZE,
@@ -57,6 +56,7 @@ from ..constants import (
 from ..errors import BarkError
 from .coarse import check_semantic, voice_histories
 from .fine import check_coarse
+from .progress import progress
 from .sampling import as_generator, check_sampling_args, draw_rows, sample, softmax
 from .semantic import encode_text, history_block
 from .voices import load_voice
@@ -175,7 +175,7 @@ def generate_semantic_batch(
     live = list(range(n))  # the item of each batch row
     cache = model.new_cache(n)
     ids = prompts
-    for step in tqdm.tqdm(range(MAX_SEMANTIC_STEPS), disable=silent):
+    for step in progress(range(MAX_SEMANTIC_STEPS), silent=silent):
         logits = model.forward(ids, cache=cache, merge_context=step == 0, last_only=True)  # (B, 1, V)
         keep, fed = [], []
         for b, i in enumerate(live):
@@ -275,7 +275,7 @@ def generate_coarse_batch(
     rows = [for_item(i, CoarseRow, s, v, max_coarse_history) for i, (s, v) in enumerate(zip(semantics, voices))]
 
     n_windows = max(int(np.ceil(r.n_steps / sliding_window_len)) for r in rows)
-    for w in tqdm.tqdm(range(n_windows), disable=silent):
+    for w in progress(range(n_windows), silent=silent):
         live = [i for i, r in enumerate(rows) if r.n_step < r.n_steps]  # each at step w * sliding_window_len
         ids, pad = left_pad([rows[i].window_ids() for i in live])  # (B, T), (B,)
         cache = model.new_cache(len(live))  # every window starts from an empty cache
@@ -343,7 +343,7 @@ def generate_fine_batch(model, coarses, voices=None, temp=0.5, rngs=None, silent
     if any(r.n_coarse != n_coarse for r in rows):
         raise BarkError(f"coarses: every item must have the same number of codebooks, got {[r.n_coarse for r in rows]}")
 
-    for n_loop in tqdm.tqdm(range(max(r.n_loops for r in rows)), disable=silent):
+    for n_loop in progress(range(max(r.n_loops for r in rows)), silent=silent):
         live = [i for i, r in enumerate(rows) if n_loop < r.n_loops]
         spans = [rows[i].window(n_loop) for i in live]  # (start, rel) per row
         windows = np.stack([rows[i].frames[s : s + FINE_WINDOW] for i, (s, _) in zip(live, spans)])  # (B, 1024, 8)

@@ -16,7 +16,6 @@ then loses its last two tokens: the original's "time alignment" hack, kept as is
 from __future__ import annotations
 
 import numpy as np
-import tqdm
 
 from ..constants import (
     BLOCK_SIZE,
@@ -32,6 +31,7 @@ from ..constants import (
     SEMANTIC_VOCAB_SIZE,
 )
 from ..errors import BarkError
+from .progress import progress
 from .sampling import as_generator, check_sampling_args, sample
 from .voices import load_voice
 
@@ -138,7 +138,7 @@ def generate_coarse(
     n_windows = int(np.ceil(n_steps / sliding_window_len))
     n_step = 0
     cache = None
-    for _ in tqdm.tqdm(range(n_windows), total=n_windows, disable=silent):
+    for _ in progress(range(n_windows), silent=silent):
         semantic_idx = base_semantic_idx + int(round(n_step / SEMANTIC_TO_COARSE_RATIO))
         window = all_semantic[max(0, semantic_idx - max_semantic_history) :][:COARSE_SEMANTIC_WINDOW]
         sem_block = np.full(COARSE_SEMANTIC_WINDOW, COARSE_SEMANTIC_PAD_TOKEN, dtype=np.int64)  # (256,)

@@ -14,10 +14,10 @@ exactly where the original calls ``torch.multinomial``; ``temp`` None or 0 is ar
 from __future__ import annotations
 
 import numpy as np
-import tqdm
 
 from ..constants import CODEBOOK_SIZE, FINE_HISTORY, FINE_PAD_TOKEN, FINE_STEP, FINE_WINDOW, N_FINE_CODEBOOKS
 from ..errors import BarkError
+from .progress import progress
 from .sampling import as_generator, check_sampling_args, draw_rows, softmax
 from .voices import load_voice
 
@@ -62,7 +62,7 @@ def generate_fine(model, coarse, voice=None, temp=0.5, rng=None, silent=True, pr
 
     n_loops = max(0, int(np.ceil((n_frames - (FINE_WINDOW - n_history)) / FINE_STEP))) + 1
     length = frames.shape[0]
-    for n in tqdm.tqdm(range(n_loops), disable=silent):
+    for n in progress(range(n_loops), silent=silent):
         start = min(n * FINE_STEP, length - FINE_WINDOW)
         fill_start = min(n_history + n * FINE_STEP, length - FINE_STEP)
         rel = fill_start - start  # first window position to (re)predict

@@ -20,7 +20,6 @@ import re
 import warnings
 
 import numpy as np
-import tqdm
 
 from ..constants import (
     MAX_SEMANTIC_HISTORY,
@@ -34,6 +33,7 @@ from ..constants import (
     TEXT_PAD_TOKEN,
 )
 from ..errors import BarkError
+from .progress import progress
 from .sampling import as_generator, check_sampling_args, sample
 from .voices import load_voice
 
@@ -112,7 +112,7 @@ def generate_semantic(
     generated: list[int] = []
     duration_s = 0.0
     # progress is shown in percent of the step cap, since where EOS falls is unknown
-    pbar = tqdm.tqdm(disable=silent, total=100)
+    pbar = progress(total=100, silent=silent)
     shown = 0
     ids = prompt
     for step in range(MAX_SEMANTIC_STEPS):
