@@ -206,3 +206,35 @@ def test_rows_matmul_kernel_matches_reference(n, k, out, int8, seed):
     # product that cancels to ~0 keeps its terms' error
     magnitude = np.abs(x) @ np.abs(w.astype(np.float32) * (1 if scale is None else scale[:, None])).T
     assert_sums_close(rows_matmul(x, w, scale), rows_matmul_reference(x, w, scale), magnitude, 1e-5, "rows_matmul")
+
+
+@settings(deadline=None, max_examples=25)
+@given(
+    C=st.sampled_from([16, 32, 48]), H=st.sampled_from([1, 2, 4]), past=st.integers(0, 12),
+    int8=st.booleans(), bias=st.booleans(), seed=st.integers(0, 2**31),
+)
+def test_fused_decode_block_matches_the_general_block(C, H, past, int8, bias, seed):
+    """decode_block (one compiled call) against block_forward's general path, which a batch of two
+    takes: row 0 of the batch is the fused call's sequence. Same output, same cache writes."""
+    from barknp.convert.quantize import quantize_tensors
+    from barknp.nn.attention import KVCache
+    from barknp.nn.block import block_forward, read_block
+    from barknp.nn.fused import decode_block
+    from random_weights import random_gpt_tensors
+
+    tensors = random_gpt_tensors(1, C, 50, 50, seed=seed % 1000, bias=bias)
+    block = read_block(quantize_tensors(tensors) if int8 else tensors, "layers.0")
+    rng = np.random.default_rng(seed)
+    history = rng.standard_normal((2, past + 1, C)).astype(np.float32)  # (B, S, C): row 1 is filler
+    one, two = KVCache(1, 1, H, past + 3, C // H), KVCache(1, 2, H, past + 3, C // H)
+    if past:
+        block_forward(history[:1, :past], block, H, one)
+        block_forward(history[:, :past], block, H, two)
+        one.length = two.length = past
+    x = history[:, past:]  # (2, 1, C)
+    got = decode_block(x[:1], block, one, 0)  # (1, 1, C)
+    want = block_forward(x, block, H, two)[:1]  # the general path (B = 2)
+    assert_close(got, want, 1e-5, "decode_block")
+    n = past + 1
+    assert_close(one.keys[0, 0, :, :n], two.keys[0, 0, :, :n], 1e-5, "cached keys")
+    assert_close(one.values[0, 0, :, :n], two.values[0, 0, :, :n], 1e-5, "cached values")

@@ -151,6 +151,36 @@ def attend_reference(
     return (probs @ v).astype(np.float32)  # (B, H, T, D)
 
 
+@numba.njit(inline="always", fastmath=True, error_model="numpy")
+def attend_one(qt, keys, values, scale, scores, acc):
+    """One query over its visible keys: qt (D,), keys and values (n, D) float32 (n >= 1), scores
+    (n,) scratch -> acc (D,) = softmax(keys @ qt * scale) @ values. Loops run over arrays indexed
+    from 0, so that LLVM vectorises them (see masked_softmax)."""
+    D = qt.shape[0]
+    peak = np.float32(-np.inf)
+    for j in range(scores.shape[0]):
+        kj = keys[j]
+        s = np.float32(0.0)
+        for d in range(D):
+            s += qt[d] * kj[d]
+        scores[j] = s
+        peak = max(peak, s)
+    total = np.float32(0.0)
+    for j in range(scores.shape[0]):
+        e = exp32((scores[j] - peak) * scale)
+        scores[j] = e
+        total += e
+    acc[:] = 0.0
+    for j in range(scores.shape[0]):
+        p = scores[j]
+        vj = values[j]
+        for d in range(D):
+            acc[d] += p * vj[d]
+    inv = np.float32(1.0) / total
+    for d in range(D):
+        acc[d] *= inv
+
+
 @numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
 def attend_rows(q, k, v, length, scale, causal_offset, key_start, out):
     """:func:`attend_reference` fused for few query rows (decoding): scores, softmax and the
@@ -167,36 +197,10 @@ def attend_rows(q, k, v, length, scale, causal_offset, key_start, out):
         for t in range(T):
             first = min(key_start[b], length)
             last = length if causal_offset < 0 else min(length, causal_offset + t + 1)
-            acc = out[b, h, t]  # (D,)
-            acc[:] = 0.0
             if last <= first:  # a query inside the padding sees nothing: zeros
+                out[b, h, t] = 0.0
                 continue
-            # slices indexed from 0, so that LLVM vectorises (see masked_softmax)
-            qt = q[b, h, t]  # (D,)
-            keys = k[b, h, first:last]  # (n, D)
-            values = v[b, h, first:last]  # (n, D)
-            seen = scores[: last - first]  # (n,)
-            peak = np.float32(-np.inf)
-            for j in range(seen.shape[0]):
-                kj = keys[j]
-                s = np.float32(0.0)
-                for d in range(D):
-                    s += qt[d] * kj[d]
-                seen[j] = s
-                peak = max(peak, s)
-            total = np.float32(0.0)
-            for j in range(seen.shape[0]):
-                e = exp32((seen[j] - peak) * scale)
-                seen[j] = e
-                total += e
-            for j in range(seen.shape[0]):
-                p = seen[j]
-                vj = values[j]
-                for d in range(D):
-                    acc[d] += p * vj[d]
-            inv = np.float32(1.0) / total
-            for d in range(D):
-                acc[d] *= inv
+            attend_one(q[b, h, t], k[b, h, first:last], v[b, h, first:last], scale, scores[: last - first], out[b, h, t])
     return out
 
 

@@ -70,27 +70,30 @@ def layer_norm_reference(x: np.ndarray, norm: LayerNorm, eps: float = LAYER_NORM
     return y
 
 
+@numba.njit(inline="always", fastmath=True, error_model="numpy")
+def norm_row(row, weight, bias, eps, y):  # row (C,) f32, bias (C,) or (0,) -> y (C,)
+    C = row.shape[0]
+    mean = np.float32(0.0)
+    for j in range(C):
+        mean += row[j]
+    mean /= C
+    var = np.float32(0.0)
+    for j in range(C):
+        d = row[j] - mean
+        var += d * d
+    inv = np.float32(1.0) / np.sqrt(var / C + eps)
+    for j in range(C):
+        y[j] = (row[j] - mean) * inv * weight[j]
+    if bias.shape[0]:
+        for j in range(C):
+            y[j] += bias[j]
+
+
 # Serial on purpose: see barknp.threads on kernels that run between BLAS calls.
 @numba.njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
 def _layer_norm_rows(x, weight, bias, eps, out):  # x (R, C) f32, bias (C,) or (0,) -> out (R, C)
-    R, C = x.shape
-    for r in range(R):
-        row = x[r]
-        mean = np.float32(0.0)
-        for j in range(C):
-            mean += row[j]
-        mean /= C
-        var = np.float32(0.0)
-        for j in range(C):
-            d = row[j] - mean
-            var += d * d
-        inv = np.float32(1.0) / np.sqrt(var / C + eps)
-        y = out[r]
-        for j in range(C):
-            y[j] = (row[j] - mean) * inv * weight[j]
-        if bias.shape[0]:
-            for j in range(C):
-                y[j] += bias[j]
+    for r in range(x.shape[0]):
+        norm_row(x[r], weight, bias, eps, out[r])
     return out
 
 
@@ -120,12 +123,16 @@ def gelu_reference(x: np.ndarray) -> np.ndarray:
     return (0.5 * x * (1.0 + erf(x.astype(np.float64) * _SQRT_HALF))).astype(x.dtype)
 
 
+@numba.njit(inline="always", fastmath=True, error_model="numpy")
+def gelu32(v):  # float32 -> float32
+    return np.float32(0.5) * v * (np.float32(1.0) + erf32(v * np.float32(0.70710677)))
+
+
 # Serial, as the layer norm: see barknp.threads on kernels that run between BLAS calls.
 @numba.njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
 def _gelu(flat):  # flat (N,) float32, overwritten
     for i in range(flat.shape[0]):
-        v = flat[i]
-        flat[i] = np.float32(0.5) * v * (np.float32(1.0) + erf32(v * np.float32(0.70710677)))
+        flat[i] = gelu32(flat[i])
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
