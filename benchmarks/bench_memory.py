@@ -42,7 +42,7 @@ VOCAB = {"semantic": (129_600, 10_048), "coarse": (12_096, 12_096), "fine": (1_0
 STAGES = ("semantic", "coarse", "fine", "codec")
 
 
-def activation_bytes(stage: str, audio_seconds: float) -> int:
+def activation_bytes(stage: str, audio_seconds: float, int8: bool = False) -> int:
     """The largest activations alive at once, as counted from the code (float32 bytes)."""
     f = 4
     if stage in ("semantic", "coarse"):
@@ -50,7 +50,8 @@ def activation_bytes(stage: str, audio_seconds: float) -> int:
         kv = 2 * L * BLOCK * C * f  # the preallocated cache
         live = T * 4 * C * f * 2 + T * 3 * C * f + H * 128 * T * f  # MLP hidden (and GELU copy), qkv, a score block
         logits = T * VOCAB[stage][1] * f if stage == "coarse" else VOCAB[stage][1] * f
-        return kv + live + logits
+        layer_copy = 12 * C * C * f if int8 else 0  # a prefill's float32 copy of one int8 layer (nn/block.py)
+        return kv + live + logits + layer_copy
     if stage == "fine":
         T = 1024
         return T * 4 * C * f * 2 + T * 3 * C * f + H * 128 * T * f + T * VOCAB["fine"][1] * f
@@ -147,11 +148,12 @@ def main(argv=None) -> None:
     print(f"{'stage':10s} {'peak RSS':>9s} {'- base':>8s} {'weights':>8s} {'activ.+KV':>9s} {'needed':>8s} {'ratio':>6s}")
     for stage in STAGES:
         r = rows[stage]
-        act = activation_bytes(stage, args.audio_seconds) / 1e6
+        act = activation_bytes(stage, args.audio_seconds, args.int8) / 1e6
         need = r["weights_mb"] + act
         extra = r["peak_rss_mb"] - base
         print(f"{stage:10s} {r['peak_rss_mb']:9.0f} {extra:8.0f} {r['weights_mb']:8.0f} {act:9.0f} {need:8.0f} {extra / need:6.2f}")
-    print("\n(MB = 1e6 bytes; activations counted from the code: KV cache, MLP hidden, qkv, one score block, logits)")
+    print("\n(MB = 1e6 bytes; activations counted from the code: KV cache, MLP hidden, qkv, one score block, logits;"
+          "\n int8: a prefill's float32 copy of one layer)")
 
 
 if __name__ == "__main__":
