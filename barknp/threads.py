@@ -16,7 +16,8 @@ A forward over many rows (a prefill, a fine pass) goes further and never lets BL
 of its own (:class:`Workers`): chunks of rows for everything outside attention, heads for
 attention. No engine's worker is left spinning while another computes, the small attention
 products (K = head_dim) pay no per-call hand-off, and the serial kernels (released from the GIL)
-run on both cores. Measured on a 2-core machine: coarse prefill -9 %, fine pass -15 %.
+run on both cores. Measured on the 2-core machine (medians of 15 alternating runs): coarse prefill
+-3 %, fine pass -15 % (benchmarks/NOTES.md, session 4).
 """
 
 from __future__ import annotations
