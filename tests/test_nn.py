@@ -214,12 +214,13 @@ def test_rows_matmul_kernel_matches_reference(n, k, out, int8, seed):
     int8=st.booleans(), bias=st.booleans(), seed=st.integers(0, 2**31),
 )
 def test_fused_decode_block_matches_the_general_block(C, H, past, int8, bias, seed):
-    """decode_block (one compiled call) against block_forward's general path, which a batch of two
-    takes: row 0 of the batch is the fused call's sequence. Same output, same cache writes."""
+    """decode_block (one compiled call) against its NumPy reference and against block_forward's
+    general path, which a batch of two takes (row 0 is the fused call's sequence). Same output,
+    same cache writes."""
     from barknp.convert.quantize import quantize_tensors
     from barknp.nn.attention import KVCache
     from barknp.nn.block import block_forward, read_block
-    from barknp.nn.fused import decode_block
+    from barknp.nn.fused import decode_block, decode_block_reference
     from random_weights import random_gpt_tensors
 
     tensors = random_gpt_tensors(1, C, 50, 50, seed=seed % 1000, bias=bias)
@@ -232,9 +233,13 @@ def test_fused_decode_block_matches_the_general_block(C, H, past, int8, bias, se
         block_forward(history[:, :past], block, H, two)
         one.length = two.length = past
     x = history[:, past:]  # (2, 1, C)
+    spec = KVCache(1, 1, H, past + 3, C // H)
+    spec.keys[:], spec.values[:], spec.length = one.keys, one.values, past
     got = decode_block(x[:1], block, one, 0)  # (1, 1, C)
+    assert_close(got, decode_block_reference(x[:1], block, spec, 0), 1e-5, "decode_block vs reference")
+    assert_close(spec.keys[0, 0, :, : past + 1], one.keys[0, 0, :, : past + 1], 1e-5, "reference keys")
     want = block_forward(x, block, H, two)[:1]  # the general path (B = 2)
-    assert_close(got, want, 1e-5, "decode_block")
+    assert_close(got, want, 1e-5, "decode_block vs general path")
     n = past + 1
     assert_close(one.keys[0, 0, :, :n], two.keys[0, 0, :, :n], 1e-5, "cached keys")
     assert_close(one.values[0, 0, :, :n], two.values[0, 0, :, :n], 1e-5, "cached values")

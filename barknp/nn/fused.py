@@ -7,8 +7,9 @@ cost is microseconds, and a step makes ~30 of them per block. :func:`decode_bloc
 spreads each weight product and the heads over Numba's threads inside it.
 
 The pieces are the same inline kernels the general path uses (``norm_row``, ``gelu32``, ``_dot``
-of ``rows_matmul``, ``attend_one``); :func:`barknp.nn.block.block_forward` on the same input is
-its reference, and the tests compare the two.
+of ``rows_matmul``, ``attend_one``). :func:`decode_block_reference` is its plain-NumPy
+specification, and the tests compare the kernel with it and with the general path of
+:func:`barknp.nn.block.block_forward`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import numba
 import numpy as np
 
 from ..constants import LAYER_NORM_EPS
-from .attention import KVCache, attend_one
-from .gemv import _NO_SCALE, _dot
-from .ops import _NO_BIAS, gelu32, norm_row
+from .attention import KVCache, attend_one, attend_reference
+from .gemv import _NO_SCALE, _dot, rows_matmul_reference
+from .ops import _NO_BIAS, gelu32, gelu_reference, layer_norm_reference, norm_row
 from .quant import QLinear
 
 
@@ -70,6 +71,29 @@ def _decode_block(
             acc *= out_s[o]
         y[o] = x2[o] + (acc + out_b[o] if out_b.shape[0] else acc)
     return y
+
+
+def decode_block_reference(x: np.ndarray, block, cache: KVCache, layer: int) -> np.ndarray:
+    """:func:`decode_block` in plain NumPy, from the references of its pieces: x (1, 1, C) float32
+    -> (1, 1, C) float32, writing the position's key and value into ``cache`` at ``cache.length``."""
+
+    def lin(v, layer_):  # (C_in,) -> (C_out,)
+        scale = layer_.scale if isinstance(layer_, QLinear) else None
+        y = rows_matmul_reference(v[None], layer_.weight, scale)[0]
+        return y if layer_.bias is None else y + layer_.bias
+
+    keys, values = cache.keys[layer, 0], cache.values[layer, 0]  # (H, max_len, D)
+    H, _, D = keys.shape
+    pos, C = cache.length, x.shape[-1]
+    x = x.reshape(C)
+    qkv = lin(layer_norm_reference(x, block.layernorm_1), block.attn.att_proj)  # (3C,)
+    keys[:, pos] = qkv[C : 2 * C].reshape(H, D)
+    values[:, pos] = qkv[2 * C :].reshape(H, D)
+    q = qkv[:C].reshape(1, H, 1, D)  # (B, H, T, D)
+    attended = attend_reference(q, keys[None, :, : pos + 1], values[None, :, : pos + 1], pos).reshape(C)
+    x2 = x + lin(attended, block.attn.out_proj)  # (C,)
+    wide = gelu_reference(lin(layer_norm_reference(x2, block.layernorm_2), block.mlp.in_proj))  # (4C,)
+    return (x2 + lin(wide, block.mlp.out_proj)).reshape(1, 1, C)
 
 
 def _linear_args(layer) -> tuple:
