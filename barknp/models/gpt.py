@@ -142,9 +142,10 @@ class CausalGPT:
         else:
             positions = np.maximum(past + np.arange(T)[None, :] - pad[:, None], 0)  # (B, T)
             x = x + self.position_embeds_layer[positions]  # (B, T, C)
+        scratch: dict = {}  # int8 weights' float32 copies, reused from layer to layer
         with forward_workers(B * T, MAX_ROWS) as workers:
             for i, block in enumerate(self.layers):
-                x = block_forward(x, block, c.num_heads, cache, layer=i, causal=True, pad=pad, workers=workers)
+                x = block_forward(x, block, c.num_heads, cache, i, True, pad, workers, scratch)
             if cache is not None:
                 cache.length = past + T
             if last_only:

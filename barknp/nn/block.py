@@ -42,19 +42,22 @@ def block_forward(
     causal: bool = True,
     pad: np.ndarray | None = None,
     workers: Workers = SERIAL,
+    scratch: dict | None = None,
 ) -> np.ndarray:
     """x (B, T, C) float32 -> (B, T, C) float32; ``pad`` (B,) counts left-padding keys.
 
     Everything but attention treats positions independently, so ``workers`` take those parts a
     chunk of rows each, and attention a share of the heads each. One sequence's decode step goes
     through :func:`~barknp.nn.fused.decode_block` instead, which computes the same in one call.
+    ``scratch``: a dict the caller keeps across its layers, where a many-row call of an int8 block
+    keeps the buffers of its float32 weights (see :func:`float32_block`).
     """
     B, T, C = x.shape
     if cache is not None and B * T == 1 and pad is None:
         return decode_block(x, block, cache, layer)  # a decode step: one compiled call
     rows = x.reshape(B * T, C)
     if B * T > MAX_ROWS:
-        block = float32_block(block, workers)
+        block = float32_block(block, workers, scratch)
 
     def qkv_rows(r):  # (n, C) -> (n, 3C)
         return linear(layer_norm(r, block.layernorm_1), block.attn.att_proj)
@@ -69,23 +72,27 @@ def block_forward(
     return workers.map_rows(rest_rows, C, rows, attended.reshape(B * T, C)).reshape(B, T, C)
 
 
-def float32_block(block: Block, workers: Workers = SERIAL) -> Block:
+def float32_block(block: Block, workers: Workers = SERIAL, scratch: dict | None = None) -> Block:
     """The block with any int8 linear dequantized to float32, for a many-row call: compute-bound
     there, BLAS on float32 beats int8 weights, and dequantizing once per call lets every worker
-    share the result (each dequantizing per row chunk did the work twice). The copy lives for
-    this call only."""
+    share the result (each dequantizing per row chunk did the work twice). The float32 weights go
+    into ``scratch`` (by role, reused by the next layer's call), or into new arrays without one."""
+    scratch = {} if scratch is None else scratch
 
-    def f32(layer):
-        if isinstance(layer, QLinear):
-            return Linear(dequantized_weight(layer, workers), layer.bias)
-        return layer
+    def f32(role, layer):
+        if not isinstance(layer, QLinear):
+            return layer
+        buffer = scratch.get(role)
+        if buffer is None or buffer.shape != layer.weight.shape:
+            buffer = scratch[role] = np.empty(layer.weight.shape, dtype=np.float32)
+        return Linear(dequantized_weight(layer, workers, out=buffer), layer.bias)
 
     attn, mlp = block.attn, block.mlp
     return Block(
         layernorm_1=block.layernorm_1,
-        attn=Attention(att_proj=f32(attn.att_proj), out_proj=f32(attn.out_proj)),
+        attn=Attention(att_proj=f32("att_proj", attn.att_proj), out_proj=f32("out_proj", attn.out_proj)),
         layernorm_2=block.layernorm_2,
-        mlp=MLP(in_proj=f32(mlp.in_proj), out_proj=f32(mlp.out_proj)),
+        mlp=MLP(in_proj=f32("in_proj", mlp.in_proj), out_proj=f32("mlp_out_proj", mlp.out_proj)),
     )
 
 
