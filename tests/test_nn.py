@@ -226,7 +226,7 @@ def test_fused_decode_block_matches_the_general_block(C, H, past, int8, bias, se
     from barknp.convert.quantize import quantize_tensors
     from barknp.nn.attention import KVCache
     from barknp.nn.block import block_forward, read_block
-    from barknp.nn.fused import decode_block, decode_block_reference
+    from barknp.nn.fused import decode_block, decode_block_reference, kernel_args
     from random_weights import random_gpt_tensors
 
     tensors = random_gpt_tensors(1, C, 50, 50, seed=seed % 1000, bias=bias)
@@ -241,7 +241,7 @@ def test_fused_decode_block_matches_the_general_block(C, H, past, int8, bias, se
     x = history[:, past:]  # (2, 1, C)
     spec = KVCache(1, 1, H, past + 3, C // H)
     spec.keys[:], spec.values[:], spec.length = one.keys, one.values, past
-    got = decode_block(x[:1], block, one, 0)  # (1, 1, C)
+    got = decode_block(x[:1], kernel_args(block), one, 0)  # (1, 1, C)
     assert_close(got, decode_block_reference(x[:1], block, spec, 0), 1e-5, "decode_block vs reference")
     assert_close(spec.keys[0, 0, :, : past + 1], one.keys[0, 0, :, : past + 1], 1e-5, "reference keys")
     want = block_forward(x, block, H, two)[:1]  # the general path (B = 2)

@@ -20,6 +20,7 @@ from ..constants import MAX_SEMANTIC_HISTORY, MAX_TEXT_TOKENS
 from ..errors import BarkError
 from ..nn.attention import KVCache
 from ..nn.block import block_forward, read_block, read_layer_norm, read_linear, tensor
+from ..nn.fused import decode_block, kernel_args
 from ..nn.gemv import MAX_ROWS
 from ..nn.ops import layer_norm, linear
 from ..threads import forward_workers
@@ -71,6 +72,7 @@ class CausalGPT:
         self.layers = [read_block(tensors, f"layers.{i}") for i in range(config.num_layers)]
         self.layernorm_final = read_layer_norm(tensors, "layernorm_final")
         self.lm_head = read_linear(tensors, "lm_head")
+        self.decode_args = [kernel_args(block) for block in self.layers]  # for one-sequence decode steps
 
     @classmethod
     def load(cls, path: str, stage: str) -> "CausalGPT":
@@ -142,6 +144,11 @@ class CausalGPT:
         else:
             positions = np.maximum(past + np.arange(T)[None, :] - pad[:, None], 0)  # (B, T)
             x = x + self.position_embeds_layer[positions]  # (B, T, C)
+        if cache is not None and B * T == 1 and pad is None:
+            for i, args in enumerate(self.decode_args):  # a decode step: one compiled call per block
+                x = decode_block(x, args, cache, i)
+            cache.length = past + 1
+            return self.head(x.reshape(1, -1)).reshape(1, 1, -1)  # (1, 1, V_out)
         scratch: dict = {}  # int8 weights' float32 copies, reused from layer to layer
         with forward_workers(B * T, MAX_ROWS) as workers:
             for i, block in enumerate(self.layers):

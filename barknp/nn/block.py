@@ -13,7 +13,6 @@ import numpy as np
 from ..errors import BarkError
 from ..threads import SERIAL, Workers
 from .attention import Attention, KVCache, attend_qkv
-from .fused import decode_block
 from .gemv import MAX_ROWS
 from .ops import LayerNorm, Linear, gelu, layer_norm, linear
 from .quant import QLinear, dequantized_weight
@@ -47,14 +46,12 @@ def block_forward(
     """x (B, T, C) float32 -> (B, T, C) float32; ``pad`` (B,) counts left-padding keys.
 
     Everything but attention treats positions independently, so ``workers`` take those parts a
-    chunk of rows each, and attention a share of the heads each. One sequence's decode step goes
-    through :func:`~barknp.nn.fused.decode_block` instead, which computes the same in one call.
+    chunk of rows each, and attention a share of the heads each. (A causal model's decode step of
+    one sequence uses :func:`~barknp.nn.fused.decode_block` instead, which computes the same.)
     ``scratch``: a dict the caller keeps across its layers, where a many-row call of an int8 block
     keeps the buffers of its float32 weights (see :func:`float32_block`).
     """
     B, T, C = x.shape
-    if cache is not None and B * T == 1 and pad is None:
-        return decode_block(x, block, cache, layer)  # a decode step: one compiled call
     rows = x.reshape(B * T, C)
     if B * T > MAX_ROWS:
         block = float32_block(block, workers, scratch)

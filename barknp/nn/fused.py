@@ -96,27 +96,36 @@ def decode_block_reference(x: np.ndarray, block, cache: KVCache, layer: int) -> 
     return (x2 + lin(wide, block.mlp.out_proj)).reshape(1, 1, C)
 
 
+_EPS = np.float32(LAYER_NORM_EPS)
+
+
 def _linear_args(layer) -> tuple:
     """(weight, scale or (0,), bias or (0,)) of a Linear or QLinear, as the kernel takes them."""
     scale = layer.scale if isinstance(layer, QLinear) else _NO_SCALE
     return layer.weight, scale, _NO_BIAS if layer.bias is None else layer.bias
 
 
-def decode_block(x: np.ndarray, block, cache: KVCache, layer: int) -> np.ndarray:
-    """One decode step of ``block`` for one sequence: x (1, 1, C) float32 -> (1, 1, C) float32.
+def kernel_args(block) -> tuple:
+    """A block's weights in the kernel's argument order (17 arrays; absent biases and float32
+    scales as empty arrays). A model computes them once per block, not once per token."""
+    ln1, ln2 = block.layernorm_1, block.layernorm_2
+    return (
+        ln1.weight, _NO_BIAS if ln1.bias is None else ln1.bias,
+        *_linear_args(block.attn.att_proj), *_linear_args(block.attn.out_proj),
+        ln2.weight, _NO_BIAS if ln2.bias is None else ln2.bias,
+        *_linear_args(block.mlp.in_proj), *_linear_args(block.mlp.out_proj),
+    )  # fmt: skip
+
+
+def decode_block(x: np.ndarray, args: tuple, cache: KVCache, layer: int) -> np.ndarray:
+    """One decode step of a block for one sequence: x (1, 1, C) float32 -> (1, 1, C) float32;
+    ``args``: the block's :func:`kernel_args`.
 
     The position's key and value go into ``cache`` at ``cache.length`` (the caller advances it
     once all layers have run), as in :func:`barknp.nn.block.block_forward`, which gives the same
     result; the query attends over the cache's positions 0..length, so no padding.
     """
-    ln1, ln2 = block.layernorm_1, block.layernorm_2
     y = np.empty(x.shape[-1], dtype=np.float32)
-    _decode_block(
-        np.ascontiguousarray(x.reshape(-1)),
-        ln1.weight, _NO_BIAS if ln1.bias is None else ln1.bias,
-        *_linear_args(block.attn.att_proj), *_linear_args(block.attn.out_proj),
-        ln2.weight, _NO_BIAS if ln2.bias is None else ln2.bias,
-        *_linear_args(block.mlp.in_proj), *_linear_args(block.mlp.out_proj),
-        cache.keys[layer, 0], cache.values[layer, 0], cache.length, np.float32(LAYER_NORM_EPS), y,
-    )  # fmt: skip
+    x = np.ascontiguousarray(x.reshape(-1))
+    _decode_block(x, *args, cache.keys[layer, 0], cache.values[layer, 0], cache.length, _EPS, y)
     return y.reshape(1, 1, -1)
