@@ -557,3 +557,19 @@ def test_cli_success_lists_files(sources, tmp_path):
         assert name in r.stdout
     assert r.stdout.strip().splitlines()[-1].startswith("wrote ")
     assert (tmp_path / "out" / "barknp.json").is_file()
+
+
+def test_packaging_lists_every_package_and_carries_the_manifests():
+    """pyproject.toml lists barknp's packages by hand (so that weights/manifests can travel as
+    barknp.convert.manifests): every folder with an __init__.py must be listed, and the manifests'
+    mapping must point at files that exist."""
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {
+        ".".join(p.parent.relative_to(root).parts) for p in (root / "barknp").rglob("__init__.py")
+    }
+    listed = set(config["packages"])
+    assert found <= listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"
+    manifests = root / config["package-dir"]["barknp.convert.manifests"]
+    assert sorted(p.name for p in manifests.glob("*.json")) == ["suno--bark-small.json", "suno--bark.json"]
