@@ -29,8 +29,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-import numpy as np  # noqa: E402
-
 
 class TimedModel:
     """A causal GPT whose forward calls are timed (start of each call, end of the last)."""

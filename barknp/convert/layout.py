@@ -72,7 +72,7 @@ def codec_tensors(config: CodecConfig, n_quantizers: int) -> dict[str, tuple]:
 
     conv("decoder.layers.0", width, config.hidden_size, config.kernel_size)
     for i in range(config.num_lstm_layers):
-        p = f"decoder.layers.1.lstm."
+        p = "decoder.layers.1.lstm."
         out[p + f"weight_ih_l{i}"] = (4 * width, width)
         out[p + f"weight_hh_l{i}"] = (4 * width, width)
         out[p + f"bias_ih_l{i}"] = (4 * width,)

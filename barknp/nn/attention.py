@@ -14,7 +14,7 @@ import numpy as np
 
 from ..threads import SERIAL, Workers
 from .mathf import exp32
-from .ops import Linear, linear
+from .ops import Linear
 
 
 class Attention(NamedTuple):
