@@ -422,6 +422,9 @@ def test_semantic_merged_context_and_cache(dev_serial):
         assert c_gpu.length == c_cpu.length == 259 + step
     ids = rng.integers(0, 40, size=(2, 5))
     assert_rel(gpu.forward(ids), cpu.forward(ids), what="uncached batch")
+    assert_rel(gpu.forward(ids, vocab=(3, 9)), cpu.forward(ids)[..., 3:9], what="a slice of the vocabulary")
+    with pytest.raises(BarkError, match="vocab must be"):
+        gpu.forward(ids, vocab=(9, 3))
     with pytest.raises(BarkError, match="out of range"):
         gpu.forward(np.array([[40]]))
     with pytest.raises(BarkError, match="cache"):

@@ -27,14 +27,19 @@ def golden():
     return dict(np.load(GOLDENS / "gpt.npz"))
 
 
-def build(golden, stage):
+def model_tensors(golden, stage):
+    """The golden case's config and its random weights, by name."""
     case = dict(json.loads(str(golden["cases"]))[stage])
     seed = case.pop("seed")
-    config = GPTConfig(**case)
     tensors = random_gpt_tensors(
         case["num_layers"], case["hidden_size"], case["input_vocab_size"], case["output_vocab_size"],
         seed=seed, fine=stage == "fine", bias=case["bias"],
     )
+    return GPTConfig(**case), tensors
+
+
+def build(golden, stage):
+    config, tensors = model_tensors(golden, stage)
     if stage == "fine":
         return FineGPT(config, tensors)
     return CausalGPT(config, tensors, name=stage)
@@ -163,3 +168,30 @@ def test_pad_is_validated(golden):
     model = build(golden, "coarse")
     with pytest.raises(BarkError, match="pad must be"):
         model.forward(np.zeros((2, 3), dtype=np.int64), pad=np.array([0, 3]))
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_last_position_and_a_vocabulary_slice(golden, int8):
+    """``last_only`` skips the other positions in the last block and ``vocab`` computes a slice of
+    the LM head; both give the numbers of the full forward, in a prefill and in a decode step."""
+    from barknp.convert.quantize import quantize_tensors
+
+    model = build(golden, "coarse")
+    if int8:  # against the same int8 model's full forward (int8 rounding is not the golden's)
+        config, tensors = model_tensors(golden, "coarse")
+        model = CausalGPT(config, quantize_tensors(tensors), name="coarse")
+        want = model.forward(golden["coarse_ids"])
+    else:
+        want = golden["coarse_logits"]  # (2, 5, V)
+    ids = golden["coarse_ids"]  # (2, 5)
+    assert_close(model.forward(ids, last_only=True), want[:, -1:], RTOL, "last_only")
+    assert_close(model.forward(ids, vocab=(100, 1124)), want[..., 100:1124], RTOL, "vocab slice")
+    cache = model.new_cache(batch=1)
+    prefill = model.forward(ids[:1, :4], cache, last_only=True, vocab=(7, 20))  # (1, 1, 13)
+    step = model.forward(ids[:1, 4:], cache, last_only=True, vocab=(7, 20))  # the one-call decode step
+    assert_close(prefill, want[:1, 3:4, 7:20], RTOL, "cached prefill, sliced")
+    assert_close(step, want[:1, 4:5, 7:20], RTOL, "decode step, sliced")
+    V = want.shape[-1]
+    for bad in [(5, 5), (-1, 3), (0, V + 1)]:
+        with pytest.raises(BarkError, match="vocab must be"):
+            model.forward(ids, vocab=bad)

@@ -249,3 +249,34 @@ def test_fused_decode_block_matches_the_general_block(C, H, past, int8, bias, se
     n = past + 1
     assert_close(one.keys[0, 0, :, :n], two.keys[0, 0, :, :n], 1e-5, "cached keys")
     assert_close(one.values[0, 0, :, :n], two.values[0, 0, :, :n], 1e-5, "cached values")
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    B=st.integers(1, 2), T=st.integers(1, 20), n=st.integers(1, 3), past=st.integers(0, 4),
+    causal=st.booleans(), padded=st.booleans(), seed=st.integers(0, 2**31),
+)
+def test_block_out_rows_are_the_last_rows_of_the_full_block(B, T, n, past, causal, padded, seed):
+    """``out_rows`` (a last block that only the last positions' logits need) returns the full
+    block's last rows and writes the same keys and values; T > 16 takes the BLAS path."""
+    from barknp.nn.block import block_forward, read_block
+    from random_weights import random_gpt_tensors
+
+    n = min(n, T)
+    C, H = 16, 2
+    block = read_block(random_gpt_tensors(1, C, 20, 20, seed=seed % 1000), "layers.0")
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, past + T, C)).astype(np.float32)  # (B, S, C)
+    pad = rng.integers(0, past + 1, B) if padded and causal else None
+    caches = [KVCache(1, B, H, past + T, C // H) for _ in range(2)]
+    outs = []
+    for cache, out_rows in zip(caches, [None, n]):
+        if past:
+            block_forward(x[:, :past], block, H, cache, causal=causal, pad=pad)
+            cache.length = past
+        outs.append(block_forward(x[:, past:], block, H, cache, causal=causal, pad=pad, out_rows=out_rows))
+    full, last = outs
+    assert last.shape == (B, n, C)
+    assert_close(last, full[:, T - n :], 1e-5, "out_rows vs the full block")
+    np.testing.assert_array_equal(caches[1].keys, caches[0].keys)
+    np.testing.assert_array_equal(caches[1].values, caches[0].values)

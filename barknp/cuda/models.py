@@ -16,10 +16,11 @@ from ..constants import MAX_TEXT_TOKENS
 from ..errors import BarkError
 from ..models.codec import DEFAULT_CHUNK_FRAMES, Codec
 from ..models.fine import FineGPT, check_fine_inputs
-from ..models.gpt import MERGED_PREFIX, CausalGPT, check_causal_ids
+from ..models.gpt import MERGED_PREFIX, CausalGPT, check_causal_ids, check_vocab
 from ..nn.attention import KVCache
 from ..nn.block import Block
 from ..nn.conv import pack_conv1d
+from ..nn.ops import output_rows
 from .kernels import Device
 
 
@@ -138,9 +139,10 @@ class CUDACausalGPT:
         return CUDAKVCache(self.dev, c.num_layers, batch, c.num_heads, max_len or c.block_size, c.head_dim)
 
     def forward(self, ids, cache: CUDAKVCache | None = None, merge_context: bool = False,
-                last_only: bool = False, pad=None) -> np.ndarray:
-        """As ``CausalGPT.forward``: ids (B, T) int -> float32 logits (B, T', V_out) (or (B, 1, V_out)),
-        on the host; ``cache`` (from ``new_cache``) is written on the device and advanced.
+                last_only: bool = False, pad=None, vocab: tuple[int, int] | None = None) -> np.ndarray:
+        """As ``CausalGPT.forward``: ids (B, T) int -> float32 logits (B, T', V) (or (B, 1, V)),
+        on the host, V = V_out or the ``vocab`` (start, stop) slice of it; ``cache`` (from
+        ``new_cache``) is written on the device and advanced.
 
         pad: (B,) int left-padding counts (in positions after merging), given with the first call
         and kept by the cache, exactly as the CPU takes it: the padding is invisible to attention
@@ -177,7 +179,8 @@ class CUDACausalGPT:
             x = x.reshape(B, T, c.hidden_size)[:, T - 1]  # (B, C), a row-strided view
             T = 1
         h = dev.layer_norm(x, self.layernorm_final.weight, self.layernorm_final.bias)  # (B*T, C)
-        logits = dev.linear(h, self.lm_head.weight, self.lm_head.bias)  # (B*T, V_out)
+        head = output_rows(self.lm_head, *check_vocab(self.name, vocab, self.lm_head.weight.shape[0]))
+        logits = dev.linear(h, head.weight, head.bias)  # (B*T, V)
         return logits.copy_to_host().reshape(B, T, -1)
 
 

@@ -285,11 +285,12 @@ def generate_coarse_batch(
             if not drawing:
                 break
             start = SEMANTIC_VOCAB_SIZE + (step % N_COARSE_CODEBOOKS) * CODEBOOK_SIZE
-            logits = model.forward(ids, cache=cache, last_only=True, pad=pad if s == 0 else None)  # (B, 1, V)
+            vocab = (start, start + CODEBOOK_SIZE)  # this codebook's ids: its logits alone are sampled
+            logits = model.forward(ids, cache=cache, last_only=True, pad=pad if s == 0 else None, vocab=vocab)  # (B, 1, 1024)
             ids = np.full((len(live), 1), start, dtype=np.int64)  # (B, 1): rows done feed a dummy
             for b in drawing:
                 row = rows[live[b]]
-                relevant = np.asarray(logits[b, -1, start : start + CODEBOOK_SIZE], dtype=np.float32)  # (1024,)
+                relevant = np.asarray(logits[b, -1], dtype=np.float32)  # (1024,)
                 code, _ = sample(relevant, temp, rngs[live[b]], top_k=top_k, top_p=top_p)
                 row.coarse.append(start + code)
                 row.n_step += 1

@@ -151,8 +151,9 @@ def generate_coarse(
                 break
             codebook = n_step % N_COARSE_CODEBOOKS
             start = SEMANTIC_VOCAB_SIZE + codebook * CODEBOOK_SIZE
-            logits = model.forward(ids, cache=cache, last_only=True)  # (1, 1, V)
-            relevant = np.asarray(logits[0, -1, start : start + CODEBOOK_SIZE], dtype=np.float32)  # (1024,)
+            vocab = (start, start + CODEBOOK_SIZE)  # this codebook's ids: its logits alone are sampled
+            logits = model.forward(ids, cache=cache, last_only=True, vocab=vocab)  # (1, 1, 1024)
+            relevant = np.asarray(logits[0, -1], dtype=np.float32)  # (1024,)
             code, _ = sample(relevant, temp, rng, top_k=top_k, top_p=top_p)
             coarse.append(start + code)
             ids = np.array([[start + code]], dtype=np.int64)  # (1, 1)

@@ -13,6 +13,8 @@ the 513-token prompt occupies only 257 positions.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..config import GPTConfig, config_from_dict
@@ -22,7 +24,7 @@ from ..nn.attention import KVCache
 from ..nn.block import block_forward, read_block, read_layer_norm, read_linear, tensor
 from ..nn.fused import decode_block, kernel_args
 from ..nn.gemv import MAX_ROWS
-from ..nn.ops import layer_norm, linear
+from ..nn.ops import layer_norm, linear, output_rows
 from ..threads import forward_workers
 from ..weights import load_stage
 
@@ -55,6 +57,16 @@ def check_causal_ids(name: str, config: GPTConfig, ids, past: int, merge_context
         if past:
             raise BarkError(f"{name}: merge_context applies to the first call only, not a continued cache")
     return ids
+
+
+def check_vocab(name: str, vocab: tuple[int, int] | None, V: int) -> tuple[int, int]:
+    """The output ids (start, stop) a forward computes logits for: ``vocab``, or all V of them."""
+    if vocab is None:
+        return 0, V
+    start, stop = (int(i) for i in vocab)
+    if not 0 <= start < stop <= V:
+        raise BarkError(f"{name}: vocab must be (start, stop) with 0 <= start < stop <= {V}, got {tuple(vocab)}")
+    return start, stop
 
 
 class CausalGPT:
@@ -116,8 +128,10 @@ class CausalGPT:
         merge_context: bool = False,
         last_only: bool = False,
         pad=None,
+        vocab: tuple[int, int] | None = None,
     ) -> np.ndarray:
-        """Logits for every position (or the last one).
+        """Logits for every position (or the last one), over the whole output vocabulary or the
+        ids ``vocab`` = (start, stop) of it.
 
         ids: (B, T) int. cache: continues a sequence; it is written in place and advanced by the
         number of positions this call adds (T, or T - 256 with a merged context). merge_context:
@@ -126,9 +140,11 @@ class CausalGPT:
         the number of padding positions at the start of each row (in positions after merging).
         Padding is invisible to attention and each row's positions start at 0 after its padding,
         so every row computes what it would alone. Given on the first call; a cache keeps it.
-        Returns float32 logits (B, T', V_out), or (B, 1, V_out) with ``last_only``.
+        Returns float32 logits (B, T', V), or (B, 1, V) with ``last_only``: V = V_out, or
+        stop - start with ``vocab`` (the coarse model samples one codebook's 1024 ids of 12,096).
         """
         c = self.config
+        lm_head = self.output_head(vocab)
         past = 0 if cache is None else cache.length
         ids = check_causal_ids(self.name, c, ids, past, merge_context)
         x = self.embed(ids, merge_context)  # (B, T, C)
@@ -148,18 +164,26 @@ class CausalGPT:
             for i, args in enumerate(self.decode_args):  # a decode step: one compiled call per block
                 x = decode_block(x, args, cache, i)
             cache.length = past + 1
-            return self.head(x.reshape(1, -1)).reshape(1, 1, -1)  # (1, 1, V_out)
+            return self.head(x.reshape(1, -1), lm_head).reshape(1, 1, -1)  # (1, 1, V)
         scratch: dict = {}  # int8 weights' float32 copies, reused from layer to layer
+        last = len(self.layers) - 1
         with forward_workers(B * T, MAX_ROWS) as workers:
             for i, block in enumerate(self.layers):
-                x = block_forward(x, block, c.num_heads, cache, i, True, pad, workers, scratch)
+                out_rows = 1 if last_only and i == last else None  # (B, 1, C) out of the last block
+                x = block_forward(x, block, c.num_heads, cache, i, True, pad, workers, scratch, out_rows)
             if cache is not None:
                 cache.length = past + T
-            if last_only:
-                x = x[:, -1:]  # (B, 1, C)
-            logits = workers.map_rows(self.head, self.lm_head.weight.shape[0], x.reshape(-1, c.hidden_size))  # (B T', V_out)
-        return logits.reshape(B, x.shape[1], -1)  # (B, T', V_out)
+            head = functools.partial(self.head, lm_head=lm_head)
+            logits = workers.map_rows(head, lm_head.weight.shape[0], x.reshape(-1, c.hidden_size))  # (B T', V)
+        return logits.reshape(B, x.shape[1], -1)  # (B, T', V)
 
-    def head(self, x: np.ndarray) -> np.ndarray:
-        """The final layer norm and the LM head: x (N, C) float32 -> logits (N, V_out) float32."""
-        return linear(layer_norm(x, self.layernorm_final), self.lm_head)
+    def output_head(self, vocab: tuple[int, int] | None):
+        """The LM head, or its rows ``vocab`` = (start, stop) as views."""
+        if vocab is None:
+            return self.lm_head
+        return output_rows(self.lm_head, *check_vocab(self.name, vocab, self.lm_head.weight.shape[0]))
+
+    def head(self, x: np.ndarray, lm_head=None) -> np.ndarray:
+        """The final layer norm and the LM head (or a slice of it, from :meth:`output_head`):
+        x (N, C) float32 -> logits (N, V) float32."""
+        return linear(layer_norm(x, self.layernorm_final), self.lm_head if lm_head is None else lm_head)

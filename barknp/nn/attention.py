@@ -290,9 +290,11 @@ def attend_qkv(
     causal: bool = True,
     pad: np.ndarray | None = None,
     workers: Workers = SERIAL,
+    queries: int | None = None,
 ) -> np.ndarray:
     """The attention of one sub-layer between its two projections: qkv (B, T, 3C) float32, the
-    fused q/k/v projection's output, -> heads merged (B, T, C) float32, before ``out_proj``.
+    fused q/k/v projection's output, -> heads merged (B, n, C) float32, before ``out_proj``, for
+    the last n = ``queries`` (default T) positions; every position's key and value counts.
 
     With a cache, this layer's keys and values for the T new positions are written at
     ``cache.length`` and the queries attend over everything cached so far. The caller advances
@@ -304,6 +306,8 @@ def attend_qkv(
     k = split_heads(qkv[..., C : 2 * C], n_head)  # (B, H, T, D)
     v = split_heads(qkv[..., 2 * C :], n_head)  # (B, H, T, D)
     T = q.shape[2]
+    n = T if queries is None else queries
+    q = q[:, :, T - n :]  # (B, H, n, D)
     past = 0
     if cache is not None:
         past = cache.length
@@ -311,5 +315,6 @@ def attend_qkv(
         cache.values[layer, :, :, past : past + T] = v
         k = cache.keys[layer]  # (B, H, max_len, D), valid up to past + T
         v = cache.values[layer]  # (B, H, max_len, D)
-    y = attend(q, k, v, past if causal else None, pad, length=past + T, workers=workers)  # (B, H, T, D)
-    return merge_heads(y)  # (B, T, C)
+    offset = past + T - n if causal else None  # the first query's position
+    y = attend(q, k, v, offset, pad, length=past + T, workers=workers)  # (B, H, n, D)
+    return merge_heads(y)  # (B, n, C)

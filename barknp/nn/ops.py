@@ -57,6 +57,12 @@ def linear(x: np.ndarray, layer: Linear | QLinear) -> np.ndarray:
     return y
 
 
+def output_rows(layer, start: int, stop: int):
+    """The layer restricted to its outputs [start, stop): views of every per-output-row field
+    (weight rows, bias, an int8 layer's scales): its outputs are those of the full layer."""
+    return type(layer)._make(None if f is None else f[start:stop] for f in layer)
+
+
 def layer_norm_reference(x: np.ndarray, norm: LayerNorm, eps: float = LAYER_NORM_EPS) -> np.ndarray:
     """Normalise the last axis: x (..., C) float32 -> (..., C) float32, biased variance as torch.
     Plain NumPy: the specification of :func:`layer_norm`."""
