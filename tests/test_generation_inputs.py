@@ -34,12 +34,13 @@ class ScriptedCausal:
         self.caches += 1
         return {"length": 0}
 
-    def forward(self, ids, cache=None, merge_context=False, last_only=False):
+    def forward(self, ids, cache=None, merge_context=False, last_only=False, vocab=None):
         ids = np.asarray(ids)
         assert last_only and ids.ndim == 2 and ids.shape[0] == 1
         self.calls.append((ids.copy(), merge_context, cache))
         out = np.asarray(self.logits_fn(len(self.calls) - 1, ids), dtype=np.float32)
-        return out[None, None, :]  # (1, 1, V)
+        start, stop = vocab or (0, len(out))
+        return out[None, None, start:stop]  # (1, 1, V)
 
 
 def voice(t=40, seed=0):

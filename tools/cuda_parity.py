@@ -127,6 +127,8 @@ def check_size(size: str, args, dev, check) -> None:
                 check(f"{name} {'prompt' if step == 0 else f'step {step}'}", ours, ref)
         ids = rng.integers(0, vin, size=(2, min(64, args.coarse_prompt)))
         check(f"{name} uncached batch 2 x {ids.shape[1]}, all logits", gpu[name].forward(ids), cpu[name].forward(ids))
+        check(f"{name} uncached batch, logits 10000-11023 (one coarse codebook)",
+              gpu[name].forward(ids, vocab=(10_000, 11_024)), cpu[name].forward(ids, vocab=(10_000, 11_024)))
 
     # semantic: a batch of merged prompts in one cache
     vin = VOCABS["semantic"][0]

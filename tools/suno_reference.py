@@ -174,7 +174,9 @@ class SunoCausal:
         return SunoCache()
 
     @torch.no_grad()
-    def forward(self, ids, cache=None, merge_context=False, last_only=False) -> np.ndarray:
+    def forward(self, ids, cache=None, merge_context=False, last_only=False, vocab=None) -> np.ndarray:
+        if vocab is not None:  # Suno's code slices the logits of the whole vocabulary
+            return self.forward(ids, cache, merge_context, last_only)[..., vocab[0] : vocab[1]]
         idx = torch.from_numpy(np.asarray(ids, dtype=np.int64))  # (B, T)
         past = None if cache is None else cache.past_kv
         if last_only:
