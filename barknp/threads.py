@@ -131,6 +131,12 @@ class Workers:
         first = fn(items[0])
         return [first] + [job.result() for job in pending]
 
+    def shares(self, n: int, align: int = 1) -> list[slice]:
+        """[0, n) cut into ``count`` (or fewer) contiguous slices, their bounds multiples of ``align``."""
+        step = -(-n // self.count)
+        step = -(-step // align) * align
+        return [slice(i, min(n, i + step)) for i in range(0, n, step)]
+
     def map_rows(self, fn: Callable[..., np.ndarray], width: int, *arrays: np.ndarray) -> np.ndarray:
         """fn applied to matching chunks of rows: arrays (N, ...) -> (N, width) float32.
 
@@ -141,8 +147,7 @@ class Workers:
         if self.count == 1 or n < 2 * self.count:
             return fn(*arrays)
         out = np.empty((n, width), dtype=np.float32)
-        step = -(-n // self.count)
-        chunks = [slice(i, min(n, i + step)) for i in range(0, n, step)]
+        chunks = self.shares(n)
 
         def run(chunk: slice) -> None:
             out[chunk] = fn(*(a[chunk] for a in arrays))
