@@ -478,6 +478,8 @@ def child_first_token(args) -> dict:
     """From a fresh interpreter: import, load the semantic model, one semantic token. Prints the
     wall-clock time at that token; the parent subtracts the time it started this process."""
     t_import = time.time()
+    if args.hide_scipy:
+        hide_scipy()
     if args.engine == "suno":
         import torch
         from barknp.generation.tokenizer import load_tokenizer
@@ -498,7 +500,24 @@ def child_first_token(args) -> dict:
         out = generate_semantic(model, load_tokenizer(TOKENIZER_DIR), TEXT, voice=load_voice_dict(),
                                 max_gen_duration_s=max_duration(1), allow_early_stop=False, rng=0, silent=True)
     assert len(out) == 1
+    if args.hide_scipy:
+        assert not any(name.split(".")[0] == "scipy" for name in sys.modules), "SciPy was imported"
     return {"t_first": time.time(), "after_imports_s": time.time() - t_import}
+
+
+def hide_scipy() -> None:
+    """Make ``import scipy`` fail in this process, as where only barknp's dependencies are
+    installed. Numba imports SciPy's BLAS bindings, when SciPy is there, on the first load of a
+    compiled function (numba.np.arraymath), and the references need SciPy here."""
+    import importlib.abc
+
+    class NoScipy(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] == "scipy":
+                raise ModuleNotFoundError(f"No module named {name!r} (hidden)")
+            return None
+
+    sys.meta_path.insert(0, NoScipy())
 
 
 # --- parent ---------------------------------------------------------------------------------
@@ -518,18 +537,21 @@ def spawn(args, kind: str, extra=(), env=None, timeout=3600) -> dict | None:
     return res
 
 
-def first_token_times(args, engine: str) -> tuple[float, float] | None:
-    """(cold, warm) seconds from process start to the first semantic token; cold has an empty
-    NUMBA_CACHE_DIR, warm reuses the cache the cold run wrote. The OS page cache is warm in both."""
+def first_token_times(args, engine: str) -> dict | None:
+    """Seconds from process start to the first semantic token: ``cold_s`` with an empty
+    NUMBA_CACHE_DIR, ``warm_s`` reusing the cache the cold run wrote, and for barknp
+    ``warm_noscipy_s``, warm again with SciPy hidden (:func:`hide_scipy`). The OS page cache is
+    warm in all."""
+    runs = [("cold_s", [])] + [("warm_s", [])] + ([("warm_noscipy_s", ["--hide-scipy"])] if engine != "suno" else [])
+    out = {}
     with tempfile.TemporaryDirectory(prefix="bench-numba-") as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        out = []
-        for _ in range(2):
-            r = spawn(args, "first-token", ["--engine", engine], env=env)
+        for key, extra in runs:
+            r = spawn(args, "first-token", ["--engine", engine, *extra], env=env)
             if r is None:
                 return None
-            out.append(r["t_first"] - r["_spawned_at"])
-    return out[0], out[1]
+            out[key] = r["t_first"] - r["_spawned_at"]
+    return out
 
 
 def floors(args, shape: dict, gemv_gbs: float, sgemm: float, workdir: Path) -> dict:
@@ -600,6 +622,7 @@ ROWS = [  # (label, key, unit scale, unit)
     ("peak RSS", "peak_rss_mb", 1, "MB"),
     ("first token, cold (fresh Numba cache)", "cold_s", 1, "s"),
     ("first token, warm", "warm_s", 1, "s"),
+    ("first token, warm, SciPy hidden", "warm_noscipy_s", 1, "s"),
 ]
 
 
@@ -659,6 +682,7 @@ def main(argv=None) -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--engine", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--shape", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--hide-scipy", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick and "--semantic-tokens" not in (argv if argv is not None else sys.argv[1:]):
         args.semantic_tokens = 60
@@ -713,7 +737,7 @@ def main(argv=None) -> None:
         for col, engine in engines:
             ct = first_token_times(args, engine)
             if ct and col in results:
-                results[col]["cold_s"], results[col]["warm_s"] = ct
+                results[col].update(ct)
     profile = None
     if args.profile:
         profile = spawn(args, "barknp", ["--profile"])
