@@ -306,3 +306,44 @@ def test_long_generation_matches_original(ours, suno, tokenizers, voice):
         want = original.generate_fine(coarse, history_prompt=voice, temp=0.5, silent=True)
     assert fine.shape == (8, 1154)  # with 512 history frames: 3 fine windows
     assert_tokens_equal(fine, want, "long fine")
+
+
+# --- the coarse cache kept across windows -------------------------------------------------
+
+
+class FromScratch:
+    """A causal model whose every forward is checked against a forward from an empty cache over
+    the whole sequence the cache then holds (what the original computes for each window)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.fed = []  # ids per call
+        self.held: dict[int, np.ndarray] = {}
+
+    def new_cache(self, batch=1):
+        return self.model.new_cache(batch)
+
+    def forward(self, ids, cache=None, last_only=False, vocab=None):
+        before = self.held.get(id(cache), np.zeros(0, np.int64))[: cache.length]
+        sequence = np.concatenate([before, ids[0]])  # what the cache holds after this call
+        self.held[id(cache)] = sequence
+        got = self.model.forward(ids, cache=cache, last_only=last_only, vocab=vocab)
+        want = self.model.forward(sequence[None], last_only=True, vocab=vocab)
+        assert_close(got, want, 1e-5, f"forward at position {len(sequence) - 1} vs a fresh prefill")
+        self.fed.append(ids.shape[1])
+        return got
+
+
+def test_coarse_windows_keep_the_positions_the_cache_holds(ours):
+    """No voice: the semantic block stays put for the first windows and the history grows, so each
+    window after the first starts with what the cache holds and feeds one new id; once the block
+    slides (semantic index past max_semantic_history), windows prefill in full again."""
+    model = FromScratch(ours["coarse"])
+    semantic = np.random.default_rng(5).integers(0, 10_000, 40)  # 60 frames: 120 steps
+    generate_coarse(model, semantic, max_coarse_history=60, sliding_window_len=12, rng=1, silent=True)
+    windows = model.fed[::12]  # each window's first call: 10 windows of 12 steps
+    # max_semantic_history = floor(60 / 3.006) = 19; the semantic index moves 4 per window (0, 4,
+    # .., 16, then 20: the block slides from the sixth window on)
+    assert windows[:5] == [257, 1, 1, 1, 1], windows
+    assert all(n > 1 for n in windows[5:]), windows
+    assert all(n == 1 for i, n in enumerate(model.fed) if i % 12)  # decode steps in between

@@ -163,6 +163,10 @@ class SunoCache:
     def reset(self) -> None:
         self.past_kv = None
 
+    def truncate(self, length: int) -> None:
+        """Keep the first ``length`` positions, as ``KVCache.truncate``."""
+        self.past_kv = tuple((k[..., :length, :], v[..., :length, :]) for k, v in self.past_kv) if length else None
+
 
 class SunoCausal:
     """barknp's causal-model interface over Suno's torch ``GPT``."""

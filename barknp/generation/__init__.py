@@ -11,7 +11,11 @@ The loops reproduce the original token for token: given the same logits and the 
 uniform numbers (one per sampled token, see sampling.py), barknp picks the same tokens as the
 original run with ``use_kv_caching=True`` whose ``torch.multinomial`` draws by the same rule.
 barknp adds only: ``temp == 0`` (greedy; the original would divide by zero), validation that
-raises BarkError instead of asserting, and an explicit numpy ``rng``.
+raises BarkError instead of asserting, and an explicit numpy ``rng``. It computes less where the
+result is the same: the coarse stage's logits for the sampled codebook's 1 024 ids only, and a
+coarse window's keys and values only past the positions the cache already holds with the same
+ids (the original rebuilds the cache for every window; keys and values agree to float32
+rounding, tested in tests/test_generation.py).
 
 Differences from transformers
 -----------------------------

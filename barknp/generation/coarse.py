@@ -3,7 +3,8 @@
 The coarse GPT reads, per window, 256 semantic tokens (right-padded with
 COARSE_SEMANTIC_PAD_TOKEN), COARSE_INFER_TOKEN, then up to ``max_coarse_history`` coarse tokens
 of history, and generates ``sliding_window_len`` more before the window slides and the KV cache
-is rebuilt from scratch. Coarse tokens interleave the two codebooks frame by frame
+is rebuilt (the original rebuilds it from scratch; here the positions at the window's start that
+the cache already holds, the same ids at the same positions, are kept). Coarse tokens interleave the two codebooks frame by frame
 (c0[0], c1[0], c0[1], ...) and live in the model's vocabulary at SEMANTIC_VOCAB_SIZE + code
 (codebook 0) and SEMANTIC_VOCAB_SIZE + CODEBOOK_SIZE + code (codebook 1); at each step only the
 1024 logits of the codebook whose turn it is are sampled.
@@ -62,6 +63,13 @@ def flatten_codebooks(codes: np.ndarray) -> np.ndarray:
     """(N, T) codes -> (N*T,) int64 frame-major, codebook n shifted by n*CODEBOOK_SIZE."""
     shifted = codes.astype(np.int64) + (np.arange(codes.shape[0], dtype=np.int64) * CODEBOOK_SIZE)[:, None]  # (N, T)
     return shifted.T.reshape(-1)  # (T*N,) c0[0], c1[0], c0[1], ...
+
+
+def shared_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    """How many leading ids two 1-D arrays share."""
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if differ.size else n
 
 
 def voice_histories(voice: dict, max_semantic_history: int) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +146,7 @@ def generate_coarse(
     n_windows = int(np.ceil(n_steps / sliding_window_len))
     n_step = 0
     cache = None
+    held = np.zeros(0, dtype=np.int64)  # the ids whose keys and values the cache holds, in order
     for _ in progress(range(n_windows), silent=silent):
         semantic_idx = base_semantic_idx + int(round(n_step / SEMANTIC_TO_COARSE_RATIO))
         window = all_semantic[max(0, semantic_idx - max_semantic_history) :][:COARSE_SEMANTIC_WINDOW]
@@ -145,7 +154,18 @@ def generate_coarse(
         sem_block[: len(window)] = window
         history = np.asarray(coarse[len(coarse) - min(len(coarse), max_coarse_history) :], dtype=np.int64)
         ids = np.concatenate([sem_block, [COARSE_INFER_TOKEN], history]).astype(np.int64)[None]  # (1, 257+H)
-        cache = fresh_cache(model, cache)  # every window starts from an empty cache
+        # The original rebuilds the cache for every window. Positions count from the window's
+        # start, so where the new window begins with the ids the cache holds, their keys and values
+        # are those already there: until the history reaches max_coarse_history and the semantic
+        # block starts to slide (no voice: the first ~10 windows), a window's ids are the last
+        # window's plus its tokens, and only the last token is new.
+        keep = min(shared_prefix(held, ids[0]), ids.shape[1] - 1) if hasattr(cache, "truncate") else 0
+        if keep:
+            cache.truncate(keep)
+        else:
+            cache = fresh_cache(model, cache)
+        held = held[:keep]
+        ids = ids[:, keep:]  # (1, 257 + H - keep)
         for _ in range(sliding_window_len):
             if n_step >= n_steps:
                 break
@@ -153,6 +173,7 @@ def generate_coarse(
             start = SEMANTIC_VOCAB_SIZE + codebook * CODEBOOK_SIZE
             vocab = (start, start + CODEBOOK_SIZE)  # this codebook's ids: its logits alone are sampled
             logits = model.forward(ids, cache=cache, last_only=True, vocab=vocab)  # (1, 1, 1024)
+            held = np.concatenate([held, ids[0]])
             relevant = np.asarray(logits[0, -1], dtype=np.float32)  # (1024,)
             code, _ = sample(relevant, temp, rng, top_k=top_k, top_p=top_p)
             coarse.append(start + code)

@@ -52,6 +52,12 @@ class KVCache:
         self.length = 0
         self.pad = None
 
+    def truncate(self, length: int) -> None:
+        """Forget every position from ``length`` on; positions before it stay valid."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"truncate: length must be in [0, {self.length}], got {length}")
+        self.length = length
+
     def keep_rows(self, keep: list[int]) -> "KVCache":
         """A new cache holding only the rows ``keep`` of this one: its valid positions and pad.
         (``barknp.cuda.models.CUDAKVCache`` overrides it: device arrays take no list index.)"""
