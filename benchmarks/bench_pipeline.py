@@ -1,7 +1,7 @@
 """The whole Bark pipeline, stage by stage: barknp against Suno's original, transformers and the floor.
 
     python benchmarks/bench_pipeline.py [--size small|large] [--semantic-tokens 300] [--threads 2]
-                                        [--int8] [--skip-torch] [--skip-suno] [--quick] [--profile]
+                                        [--int8] [--no-voice] [--skip-torch] [--skip-suno] [--quick] [--profile]
 
 Every engine runs the same fixed workload with the same weights:
 
@@ -11,7 +11,8 @@ Every engine runs the same fixed workload with the same weights:
   are filled from the same arrays;
 * workload: text -> exactly N semantic tokens (``allow_early_stop=False`` and
   ``max_gen_duration_s = (N - 0.5) / 49.9``: both loops stop after the token that pushes the
-  counted duration past the limit), voice ``v2/en_speaker_6`` when ../shared/data has it, then
+  counted duration past the limit), voice ``v2/en_speaker_6`` when ../shared/data has it (none
+  with ``--no-voice``), then
   the coarse, fine and codec work that follows, sampled with one seeded numpy Generator;
 * each engine runs in its own fresh process (so its peak RSS is its own), after a short warm-up
   (Numba compilation), with ``--threads`` threads for BLAS, Numba and torch.
@@ -123,8 +124,9 @@ def max_duration(n_tokens: int) -> float:
     return (n_tokens - 0.5) / 49.9
 
 
-def load_voice_dict():
-    if not VOICE_NPZ.is_file():
+def load_voice_dict(args):
+    """The workload's voice (v2/en_speaker_6) as a dict, or None with --no-voice or without the data."""
+    if args.no_voice or not VOICE_NPZ.is_file():
         return None
     with np.load(VOICE_NPZ) as z:
         return {k: np.asarray(z[k]) for k in ("semantic_prompt", "coarse_prompt", "fine_prompt")}
@@ -265,7 +267,7 @@ def child_barknp(args) -> dict:
     workdir = Path(args.workdir)
     m = load_barknp(workdir, args.int8)
     tok = load_tokenizer(TOKENIZER_DIR)
-    voice = load_voice_dict()
+    voice = load_voice_dict(args)
 
     # warm-up: compile every Numba kernel the timed run uses
     w = generate_semantic(m["semantic"], tok, TEXT, voice=voice, max_gen_duration_s=max_duration(4),
@@ -346,7 +348,7 @@ def child_suno(args) -> dict:
     models = suno_models(workdir, args.size)
     codec = reference_model({k: np.array(v) for k, v in stage_tensors(workdir, "codec").items()})
     tok = load_tokenizer(TOKENIZER_DIR)
-    voice = load_voice_dict()
+    voice = load_voice_dict(args)
     with original_generation(models, tok, np.random.default_rng(0)) as gen:  # warm-up
         w = gen.generate_text_semantic(TEXT, history_prompt=voice, max_gen_duration_s=max_duration(4),
                                        allow_early_stop=False, use_kv_caching=True, silent=True)
@@ -488,7 +490,7 @@ def child_first_token(args) -> dict:
         torch.set_num_threads(args.threads)
         models = suno_models(Path(args.workdir), args.size)
         with original_generation(models, load_tokenizer(TOKENIZER_DIR), np.random.default_rng(0)) as gen:
-            out = gen.generate_text_semantic(TEXT, history_prompt=load_voice_dict(), max_gen_duration_s=max_duration(1),
+            out = gen.generate_text_semantic(TEXT, history_prompt=load_voice_dict(args), max_gen_duration_s=max_duration(1),
                                              allow_early_stop=False, use_kv_caching=True, silent=True)
     else:
         from barknp.generation.semantic import generate_semantic
@@ -497,7 +499,7 @@ def child_first_token(args) -> dict:
 
         set_num_threads(args.threads)
         model = load_barknp(Path(args.workdir), args.engine == "barknp-int8", stages=("semantic",))["semantic"]
-        out = generate_semantic(model, load_tokenizer(TOKENIZER_DIR), TEXT, voice=load_voice_dict(),
+        out = generate_semantic(model, load_tokenizer(TOKENIZER_DIR), TEXT, voice=load_voice_dict(args),
                                 max_gen_duration_s=max_duration(1), allow_early_stop=False, rng=0, silent=True)
     assert len(out) == 1
     if args.hide_scipy:
@@ -525,7 +527,8 @@ def hide_scipy() -> None:
 
 def spawn(args, kind: str, extra=(), env=None, timeout=3600) -> dict | None:
     cmd = [sys.executable, __file__, "--child", kind, "--workdir", str(args.workdir), "--size", args.size,
-           "--semantic-tokens", str(args.semantic_tokens), "--threads", str(args.threads), *extra]
+           "--semantic-tokens", str(args.semantic_tokens), "--threads", str(args.threads),
+           *(["--no-voice"] if args.no_voice else []), *extra]
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
@@ -675,6 +678,7 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-torch", action="store_true", help="skip the transformers column")
     ap.add_argument("--skip-suno", action="store_true", help="skip Suno's original (torch)")
     ap.add_argument("--skip-cold", action="store_true", help="skip the cold/warm first-token processes")
+    ap.add_argument("--no-voice", action="store_true", help="no voice prompt (default: v2/en_speaker_6)")
     ap.add_argument("--quick", action="store_true", help="60 semantic tokens (unless --semantic-tokens is given)")
     ap.add_argument("--profile", action="store_true", help="also profile barknp float32 per stage (cProfile, separate run)")
     ap.add_argument("--workdir", default=None, help="stage files are drawn here once and reused (default: /tmp/barknp-bench-SIZE)")
@@ -703,7 +707,7 @@ def main(argv=None) -> None:
     load0 = os.getloadavg()
     print(f"preparing weights in {args.workdir} ...", file=sys.stderr, flush=True)
     prepare_weights(args.workdir, args.size, args.int8)
-    voice = load_voice_dict()
+    voice = load_voice_dict(args)
     shape = workload_shape(args.semantic_tokens, voice)
     set_num_threads(args.threads)
     rates = [(gemv_bandwidth_gbs(), sgemm_gflops())]
