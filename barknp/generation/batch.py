@@ -16,7 +16,8 @@ the networks are called:
   the step cap) leaves the batch: its cache row is dropped, so later steps cost only live rows.
 * coarse: each window's prompt (semantic block + history) differs in length between rows, so the
   prompts are left-padded to the longest and the first forward of the window gets ``pad=``; the
-  cache is rebuilt every window as in the single loop. All live rows are at the same step of the
+  cache is rebuilt every window, as in the original (the single loop keeps the positions a window
+  starts with when the cache already holds them; left padding moves them here). All live rows are at the same step of the
   same window (every window but a row's last is full), so they share the codebook whose turn it
   is. A row whose steps are done stops drawing (and leaves at the next window).
 * fine: windows are always FINE_WINDOW frames, so window ``n`` of every row that has one goes
@@ -32,30 +33,20 @@ from __future__ import annotations
 import numpy as np
 
 from ..constants import (
-    BLOCK_SIZE,
     CODEBOOK_SIZE,
     CODEC_HOP_LENGTH,
-    COARSE_INFER_TOKEN,
-    COARSE_SEMANTIC_PAD_TOKEN,
-    COARSE_SEMANTIC_WINDOW,
     COARSE_SLIDING_WINDOW_LEN,
-    FINE_HISTORY,
-    FINE_PAD_TOKEN,
-    FINE_STEP,
     FINE_WINDOW,
     MAX_COARSE_HISTORY,
     MAX_SEMANTIC_STEPS,
-    MIN_COARSE_HISTORY,
-    N_COARSE_CODEBOOKS,
     N_FINE_CODEBOOKS,
     SEMANTIC_INFER_TOKEN,
     SEMANTIC_RATE_HZ,
-    SEMANTIC_TO_COARSE_RATIO,
     SEMANTIC_VOCAB_SIZE,
 )
 from ..errors import BarkError
-from .coarse import check_semantic, voice_histories
-from .fine import check_coarse
+from .coarse import CoarseState, check_coarse_windows, codebook_start
+from .fine import FineState
 from .progress import progress
 from .sampling import as_generator, check_sampling_args, draw_rows, sample, softmax
 from .semantic import encode_text, history_block
@@ -203,56 +194,6 @@ def generate_semantic_batch(
 # --- stage 2 ------------------------------------------------------------------------------------
 
 
-def check_coarse_windows(max_coarse_history: int, sliding_window_len: int) -> None:
-    """Raise BarkError unless the windows fit the block: the history within the original's bounds,
-    at least one step per window, and history + steps beside the semantic block."""
-    room = BLOCK_SIZE - COARSE_SEMANTIC_WINDOW
-    if not MIN_COARSE_HISTORY <= max_coarse_history <= MAX_COARSE_HISTORY:
-        raise BarkError(f"max_coarse_history: must be in [{MIN_COARSE_HISTORY}, {MAX_COARSE_HISTORY}], "
-                        f"got {max_coarse_history}")
-    if sliding_window_len < 1 or max_coarse_history + sliding_window_len > room:
-        raise BarkError(f"sliding_window_len: must be >= 1 with max_coarse_history + sliding_window_len <= {room}, "
-                        f"got {sliding_window_len} (+{max_coarse_history})")
-
-
-class CoarseRow:
-    """One item's coarse generation state, as ``generate_coarse`` keeps it (model ids)."""
-
-    def __init__(self, semantic, voice, max_coarse_history: int):
-        semantic = check_semantic(semantic)  # (T,)
-        self.max_coarse_history = max_coarse_history
-        self.max_semantic_history = int(np.floor(max_coarse_history / SEMANTIC_TO_COARSE_RATIO))
-        if voice is not None:
-            sem_hist, coarse_hist = voice_histories(voice, self.max_semantic_history)  # (S,), (C,)
-        else:
-            sem_hist = coarse_hist = np.zeros(0, dtype=np.int64)
-        self.n_steps = int(
-            round(np.floor(len(semantic) * SEMANTIC_TO_COARSE_RATIO / N_COARSE_CODEBOOKS) * N_COARSE_CODEBOOKS)
-        )
-        if self.n_steps <= 0:
-            raise BarkError(f"semantic: {len(semantic)} token(s) is too short to make one coarse frame")
-        self.all_semantic = np.concatenate([sem_hist, semantic])  # (S + T,)
-        self.base = len(sem_hist)
-        self.n_history = len(coarse_hist)
-        self.coarse = list(coarse_hist)  # grows by one model id per step
-        self.n_step = 0
-
-    def window_ids(self) -> np.ndarray:
-        """The prompt of the window starting at the current step: (257 + H,) int64."""
-        semantic_idx = self.base + int(round(self.n_step / SEMANTIC_TO_COARSE_RATIO))
-        window = self.all_semantic[max(0, semantic_idx - self.max_semantic_history) :][:COARSE_SEMANTIC_WINDOW]
-        block = np.full(COARSE_SEMANTIC_WINDOW, COARSE_SEMANTIC_PAD_TOKEN, dtype=np.int64)  # (256,)
-        block[: len(window)] = window
-        history = self.coarse[len(self.coarse) - min(len(self.coarse), self.max_coarse_history) :]
-        return np.concatenate([block, [COARSE_INFER_TOKEN], history]).astype(np.int64)
-
-    def codes(self) -> np.ndarray:
-        """The generated tokens as codes (2, T') int64 in [0, CODEBOOK_SIZE)."""
-        generated = np.asarray(self.coarse[self.n_history :], dtype=np.int64) - SEMANTIC_VOCAB_SIZE  # (n_steps,)
-        codes = generated.reshape(-1, N_COARSE_CODEBOOKS).T  # (2, T')
-        return codes - (np.arange(N_COARSE_CODEBOOKS, dtype=np.int64) * CODEBOOK_SIZE)[:, None]
-
-
 def generate_coarse_batch(
     model,
     semantics,
@@ -272,7 +213,7 @@ def generate_coarse_batch(
     check_coarse_windows(max_coarse_history, sliding_window_len)
     voices = resolve_voices(voices, n, presets_dir)
     rngs = item_generators(rngs, n)
-    rows = [for_item(i, CoarseRow, s, v, max_coarse_history) for i, (s, v) in enumerate(zip(semantics, voices))]
+    rows = [for_item(i, CoarseState, s, v, max_coarse_history) for i, (s, v) in enumerate(zip(semantics, voices))]
 
     n_windows = max(int(np.ceil(r.n_steps / sliding_window_len)) for r in rows)
     for w in progress(range(n_windows), silent=silent):
@@ -284,7 +225,7 @@ def generate_coarse_batch(
             drawing = [b for b, i in enumerate(live) if rows[i].n_step < rows[i].n_steps]
             if not drawing:
                 break
-            start = SEMANTIC_VOCAB_SIZE + (step % N_COARSE_CODEBOOKS) * CODEBOOK_SIZE
+            start = codebook_start(step)
             vocab = (start, start + CODEBOOK_SIZE)  # this codebook's ids: its logits alone are sampled
             logits = model.forward(ids, cache=cache, last_only=True, pad=pad if s == 0 else None, vocab=vocab)  # (B, 1, 1024)
             ids = np.full((len(live), 1), start, dtype=np.int64)  # (B, 1): rows done feed a dummy
@@ -301,34 +242,6 @@ def generate_coarse_batch(
 # --- stage 3 ------------------------------------------------------------------------------------
 
 
-class FineRow:
-    """One item's fine generation state: all frames (L, 8) with history and padding, as
-    ``generate_fine`` lays them out."""
-
-    def __init__(self, coarse, voice):
-        coarse = check_coarse(coarse)  # (N, T)
-        self.n_coarse, self.n_frames = coarse.shape
-        codes = np.full((N_FINE_CODEBOOKS, self.n_frames), FINE_PAD_TOKEN, dtype=np.int64)  # (8, T)
-        codes[: self.n_coarse] = coarse
-        if voice is not None:
-            codes = np.concatenate([voice["fine_prompt"][:, -FINE_HISTORY:].astype(np.int64), codes], axis=1)
-        self.n_history = codes.shape[1] - self.n_frames
-        n_pad = max(0, FINE_WINDOW - codes.shape[1])  # the non-causal model needs a whole window
-        codes = np.pad(codes, ((0, 0), (0, n_pad)), constant_values=FINE_PAD_TOKEN)  # (8, L)
-        self.frames = np.ascontiguousarray(codes.T)  # (L, 8)
-        self.n_loops = max(0, int(np.ceil((self.n_frames - (FINE_WINDOW - self.n_history)) / FINE_STEP))) + 1
-
-    def window(self, n: int) -> tuple[int, int]:
-        """Window n: (its first frame, the first position within it to predict)."""
-        length = self.frames.shape[0]
-        start = min(n * FINE_STEP, length - FINE_WINDOW)
-        return start, min(self.n_history + n * FINE_STEP, length - FINE_STEP) - start
-
-    def codes(self) -> np.ndarray:
-        """All eight codebooks of the item's own frames: (8, T) int64."""
-        return np.ascontiguousarray(self.frames.T[:, self.n_history : self.n_history + self.n_frames])
-
-
 def generate_fine_batch(model, coarses, voices=None, temp=0.5, rngs=None, silent=True, presets_dir=None):
     """Coarse codes (N, T_i) -> a list of all codes (8, T_i) int64, as ``generate_fine`` per item.
 
@@ -339,7 +252,7 @@ def generate_fine_batch(model, coarses, voices=None, temp=0.5, rngs=None, silent
     voices = resolve_voices(voices, n, presets_dir)
     greedy = temp is None or temp == 0
     rngs = None if greedy else item_generators(rngs, n)
-    rows = [for_item(i, FineRow, c, v) for i, (c, v) in enumerate(zip(coarses, voices))]
+    rows = [for_item(i, FineState, c, v) for i, (c, v) in enumerate(zip(coarses, voices))]
     n_coarse = rows[0].n_coarse
     if any(r.n_coarse != n_coarse for r in rows):
         raise BarkError(f"coarses: every item must have the same number of codebooks, got {[r.n_coarse for r in rows]}")

@@ -97,6 +97,67 @@ def voice_histories(voice: dict, max_semantic_history: int) -> tuple[np.ndarray,
     return sem_hist, coarse_hist
 
 
+def check_coarse_windows(max_coarse_history: int, sliding_window_len: int) -> None:
+    """Raise BarkError unless the windows fit the block: the history within the original's bounds,
+    at least one step per window, and history + steps beside the semantic block."""
+    room = BLOCK_SIZE - COARSE_SEMANTIC_WINDOW
+    if not MIN_COARSE_HISTORY <= max_coarse_history <= MAX_COARSE_HISTORY:
+        raise BarkError(
+            f"max_coarse_history: must be in [{MIN_COARSE_HISTORY}, {MAX_COARSE_HISTORY}], got {max_coarse_history}"
+        )
+    if sliding_window_len < 1 or max_coarse_history + sliding_window_len > room:
+        raise BarkError(
+            f"sliding_window_len: must be >= 1 with max_coarse_history + sliding_window_len <= "
+            f"{room}, got {sliding_window_len} (+{max_coarse_history})"
+        )
+
+
+def codebook_start(n_step: int) -> int:
+    """The first model id of the codebook whose turn step ``n_step`` is (they alternate 0, 1)."""
+    return SEMANTIC_VOCAB_SIZE + (n_step % N_COARSE_CODEBOOKS) * CODEBOOK_SIZE
+
+
+class CoarseState:
+    """One sequence's coarse generation, in model ids: its semantic tokens behind the voice's
+    semantic history, and the coarse tokens so far behind the voice's coarse history. The
+    single loop keeps one, the batched loop (batch.py) one per item."""
+
+    def __init__(self, semantic, voice: dict | None, max_coarse_history: int):
+        semantic = check_semantic(semantic)  # (T,)
+        self.max_coarse_history = max_coarse_history
+        self.max_semantic_history = int(np.floor(max_coarse_history / SEMANTIC_TO_COARSE_RATIO))
+        if voice is not None:
+            sem_hist, coarse_hist = voice_histories(voice, self.max_semantic_history)  # (S,), (C,)
+        else:
+            sem_hist = coarse_hist = np.zeros(0, dtype=np.int64)
+        self.n_steps = int(
+            round(np.floor(len(semantic) * SEMANTIC_TO_COARSE_RATIO / N_COARSE_CODEBOOKS) * N_COARSE_CODEBOOKS)
+        )
+        if self.n_steps <= 0:
+            raise BarkError(f"semantic: {len(semantic)} token(s) is too short to make one coarse frame")
+        self.all_semantic = np.concatenate([sem_hist, semantic])  # (S + T,)
+        self.base = len(sem_hist)  # where the new semantic tokens start
+        self.n_history = len(coarse_hist)
+        self.coarse = list(coarse_hist)  # grows by one model id per step
+        self.n_step = 0
+
+    def window_ids(self) -> np.ndarray:
+        """The prompt of the window starting at the current step: (257 + H,) int64, the 256-token
+        semantic block (right-padded), COARSE_INFER_TOKEN, then H <= max_coarse_history ids of history."""
+        semantic_idx = self.base + int(round(self.n_step / SEMANTIC_TO_COARSE_RATIO))
+        window = self.all_semantic[max(0, semantic_idx - self.max_semantic_history) :][:COARSE_SEMANTIC_WINDOW]
+        block = np.full(COARSE_SEMANTIC_WINDOW, COARSE_SEMANTIC_PAD_TOKEN, dtype=np.int64)  # (256,)
+        block[: len(window)] = window
+        history = self.coarse[len(self.coarse) - min(len(self.coarse), self.max_coarse_history) :]
+        return np.concatenate([block, [COARSE_INFER_TOKEN], history]).astype(np.int64)
+
+    def codes(self) -> np.ndarray:
+        """The generated tokens as codes (2, T') int64 in [0, CODEBOOK_SIZE)."""
+        generated = np.asarray(self.coarse[self.n_history :], dtype=np.int64) - SEMANTIC_VOCAB_SIZE  # (n_steps,)
+        codes = generated.reshape(-1, N_COARSE_CODEBOOKS).T  # (2, T'): c0[0], c1[0], c0[1], ... split
+        return codes - (np.arange(N_COARSE_CODEBOOKS, dtype=np.int64) * CODEBOOK_SIZE)[:, None]
+
+
 def generate_coarse(
     model,
     semantic,
@@ -116,44 +177,14 @@ def generate_coarse(
     ``temp == 0`` is greedy; ``rng`` as in sampling.py.
     """
     check_sampling_args(temp, top_k, top_p)
-    semantic = check_semantic(semantic)  # (T,)
-    if not MIN_COARSE_HISTORY <= max_coarse_history <= MAX_COARSE_HISTORY:
-        raise BarkError(
-            f"max_coarse_history: must be in [{MIN_COARSE_HISTORY}, {MAX_COARSE_HISTORY}], got {max_coarse_history}"
-        )
-    if sliding_window_len < 1 or max_coarse_history + sliding_window_len > BLOCK_SIZE - COARSE_SEMANTIC_WINDOW:
-        raise BarkError(
-            f"sliding_window_len: must be >= 1 with max_coarse_history + sliding_window_len <= "
-            f"{BLOCK_SIZE - COARSE_SEMANTIC_WINDOW}, got {sliding_window_len} (+{max_coarse_history})"
-        )
-    voice = load_voice(voice, presets_dir)
+    check_coarse_windows(max_coarse_history, sliding_window_len)
+    state = CoarseState(semantic, load_voice(voice, presets_dir), max_coarse_history)
     rng = as_generator(rng)
-    max_semantic_history = int(np.floor(max_coarse_history / SEMANTIC_TO_COARSE_RATIO))
-    if voice is not None:
-        sem_hist, coarse_hist = voice_histories(voice, max_semantic_history)
-    else:
-        sem_hist = np.zeros(0, dtype=np.int64)
-        coarse_hist = np.zeros(0, dtype=np.int64)
-
-    n_steps = int(
-        round(np.floor(len(semantic) * SEMANTIC_TO_COARSE_RATIO / N_COARSE_CODEBOOKS) * N_COARSE_CODEBOOKS)
-    )
-    if n_steps <= 0:
-        raise BarkError(f"semantic: {len(semantic)} token(s) is too short to make one coarse frame")
-    all_semantic = np.concatenate([sem_hist, semantic])  # (S + T,)
-    coarse = list(coarse_hist)  # grows by one token per step; model ids
-    base_semantic_idx = len(sem_hist)
-    n_windows = int(np.ceil(n_steps / sliding_window_len))
-    n_step = 0
+    n_windows = int(np.ceil(state.n_steps / sliding_window_len))
     cache = None
     held = np.zeros(0, dtype=np.int64)  # the ids whose keys and values the cache holds, in order
     for _ in progress(range(n_windows), silent=silent):
-        semantic_idx = base_semantic_idx + int(round(n_step / SEMANTIC_TO_COARSE_RATIO))
-        window = all_semantic[max(0, semantic_idx - max_semantic_history) :][:COARSE_SEMANTIC_WINDOW]
-        sem_block = np.full(COARSE_SEMANTIC_WINDOW, COARSE_SEMANTIC_PAD_TOKEN, dtype=np.int64)  # (256,)
-        sem_block[: len(window)] = window
-        history = np.asarray(coarse[len(coarse) - min(len(coarse), max_coarse_history) :], dtype=np.int64)
-        ids = np.concatenate([sem_block, [COARSE_INFER_TOKEN], history]).astype(np.int64)[None]  # (1, 257+H)
+        ids = state.window_ids()[None]  # (1, 257 + H)
         # The original rebuilds the cache for every window. Positions count from the window's
         # start, so where the new window begins with the ids the cache holds, their keys and values
         # are those already there: until the history reaches max_coarse_history and the semantic
@@ -167,19 +198,14 @@ def generate_coarse(
         held = held[:keep]
         ids = ids[:, keep:]  # (1, 257 + H - keep)
         for _ in range(sliding_window_len):
-            if n_step >= n_steps:
+            if state.n_step >= state.n_steps:
                 break
-            codebook = n_step % N_COARSE_CODEBOOKS
-            start = SEMANTIC_VOCAB_SIZE + codebook * CODEBOOK_SIZE
+            start = codebook_start(state.n_step)
             vocab = (start, start + CODEBOOK_SIZE)  # this codebook's ids: its logits alone are sampled
             logits = model.forward(ids, cache=cache, last_only=True, vocab=vocab)  # (1, 1, 1024)
             held = np.concatenate([held, ids[0]])
-            relevant = np.asarray(logits[0, -1], dtype=np.float32)  # (1024,)
-            code, _ = sample(relevant, temp, rng, top_k=top_k, top_p=top_p)
-            coarse.append(start + code)
+            code, _ = sample(np.asarray(logits[0, -1], dtype=np.float32), temp, rng, top_k=top_k, top_p=top_p)
+            state.coarse.append(start + code)
+            state.n_step += 1
             ids = np.array([[start + code]], dtype=np.int64)  # (1, 1)
-            n_step += 1
-    generated = np.asarray(coarse[len(coarse_hist) :], dtype=np.int64)  # (n_steps,)
-    codes = generated.reshape(-1, N_COARSE_CODEBOOKS).T - SEMANTIC_VOCAB_SIZE  # (2, T')
-    codes -= (np.arange(N_COARSE_CODEBOOKS, dtype=np.int64) * CODEBOOK_SIZE)[:, None]
-    return codes
+    return state.codes()

@@ -36,6 +36,36 @@ def check_coarse(coarse) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+class FineState:
+    """One sequence's fine generation: every frame (L, 8) of the voice's fine history, the coarse
+    codes with the missing codebooks FINE_PAD_TOKEN, and the right padding up to a window. The
+    single loop keeps one, the batched loop (batch.py) one per item."""
+
+    def __init__(self, coarse, voice: dict | None):
+        coarse = check_coarse(coarse)  # (N, T)
+        self.n_coarse, self.n_frames = coarse.shape
+        codes = np.full((N_FINE_CODEBOOKS, self.n_frames), FINE_PAD_TOKEN, dtype=np.int64)  # (8, T)
+        codes[: self.n_coarse] = coarse
+        if voice is not None:
+            history = voice["fine_prompt"][:, -FINE_HISTORY:].astype(np.int64)  # (8, H)
+            codes = np.concatenate([history, codes], axis=1)  # (8, H + T)
+        self.n_history = codes.shape[1] - self.n_frames
+        n_pad = max(0, FINE_WINDOW - codes.shape[1])  # the model is non-causal: it needs a whole window
+        codes = np.pad(codes, ((0, 0), (0, n_pad)), constant_values=FINE_PAD_TOKEN)  # (8, L), L >= 1024
+        self.frames = np.ascontiguousarray(codes.T)  # (L, 8)
+        self.n_loops = max(0, int(np.ceil((self.n_frames - (FINE_WINDOW - self.n_history)) / FINE_STEP))) + 1
+
+    def window(self, n: int) -> tuple[int, int]:
+        """Window n: (its first frame, the first position within it to (re)predict)."""
+        length = self.frames.shape[0]
+        start = min(n * FINE_STEP, length - FINE_WINDOW)
+        return start, min(self.n_history + n * FINE_STEP, length - FINE_STEP) - start
+
+    def codes(self) -> np.ndarray:
+        """All eight codebooks of the sequence's own frames: (8, T) int64."""
+        return np.ascontiguousarray(self.frames.T[:, self.n_history : self.n_history + self.n_frames])
+
+
 def generate_fine(model, coarse, voice=None, temp=0.5, rng=None, silent=True, presets_dir=None) -> np.ndarray:
     """Coarse codes (N, T) int -> all codes (8, T) int64 in [0, CODEBOOK_SIZE); rows < N are the input.
 
@@ -43,31 +73,13 @@ def generate_fine(model, coarse, voice=None, temp=0.5, rng=None, silent=True, pr
     is argmax; ``rng`` as in sampling.py.
     """
     check_sampling_args(temp, allow_none_temp=True)
-    coarse = check_coarse(coarse)  # (N, T)
-    voice = load_voice(voice, presets_dir)
+    state = FineState(coarse, load_voice(voice, presets_dir))
     greedy = temp is None or temp == 0
     rng = None if greedy else as_generator(rng)
-    n_coarse, n_frames = coarse.shape
-
-    codes = np.full((N_FINE_CODEBOOKS, n_frames), FINE_PAD_TOKEN, dtype=np.int64)  # (8, T)
-    codes[:n_coarse] = coarse
-    if voice is not None:
-        history = voice["fine_prompt"][:, -FINE_HISTORY:].astype(np.int64)  # (8, H)
-        codes = np.concatenate([history, codes], axis=1)  # (8, H + T)
-    n_history = codes.shape[1] - n_frames
-    n_pad = max(0, FINE_WINDOW - codes.shape[1])
-    if n_pad:  # the model is non-causal: it always needs a full window
-        codes = np.concatenate([codes, np.full((N_FINE_CODEBOOKS, n_pad), FINE_PAD_TOKEN, np.int64)], axis=1)
-    frames = np.ascontiguousarray(codes.T)  # (L, 8), L >= 1024
-
-    n_loops = max(0, int(np.ceil((n_frames - (FINE_WINDOW - n_history)) / FINE_STEP))) + 1
-    length = frames.shape[0]
-    for n in progress(range(n_loops), silent=silent):
-        start = min(n * FINE_STEP, length - FINE_WINDOW)
-        fill_start = min(n_history + n * FINE_STEP, length - FINE_STEP)
-        rel = fill_start - start  # first window position to (re)predict
-        window = frames[start : start + FINE_WINDOW]  # (1024, 8) view: writes land in `frames`
-        for book in range(n_coarse, N_FINE_CODEBOOKS):
+    for n in progress(range(state.n_loops), silent=silent):
+        start, rel = state.window(n)  # rel: the first window position to (re)predict
+        window = state.frames[start : start + FINE_WINDOW]  # (1024, 8) view: writes land in the state
+        for book in range(state.n_coarse, N_FINE_CODEBOOKS):
             logits = model.forward(book, window[None])  # (1, 1024, V)
             relevant = np.asarray(logits[0, rel:, :CODEBOOK_SIZE], dtype=np.float32)  # (1024 - rel, 1024)
             if greedy:
@@ -76,5 +88,4 @@ def generate_fine(model, coarse, voice=None, temp=0.5, rng=None, silent=True, pr
                 probs = softmax(relevant / np.float32(temp))  # (1024 - rel, 1024)
                 preds = draw_rows(probs, rng.random(relevant.shape[0]))  # (1024 - rel,)
             window[rel:, book] = preds
-    out = frames.T[:, n_history : n_history + n_frames]  # (8, T)
-    return np.ascontiguousarray(out)
+    return state.codes()
