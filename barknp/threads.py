@@ -131,10 +131,9 @@ class Workers:
         first = fn(items[0])
         return [first] + [job.result() for job in pending]
 
-    def shares(self, n: int, align: int = 1) -> list[slice]:
-        """[0, n) cut into ``count`` (or fewer) contiguous slices, their bounds multiples of ``align``."""
+    def shares(self, n: int) -> list[slice]:
+        """[0, n) cut into ``count`` (or fewer, when n is small) near-equal contiguous slices."""
         step = -(-n // self.count)
-        step = -(-step // align) * align
         return [slice(i, min(n, i + step)) for i in range(0, n, step)]
 
     def map_rows(self, fn: Callable[..., np.ndarray], width: int, *arrays: np.ndarray) -> np.ndarray:

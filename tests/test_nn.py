@@ -144,6 +144,10 @@ def test_kv_cache_is_preallocated_and_resettable():
     assert cache.keys.shape == (2, 3, 4, 16, 8) and cache.length == 0
     assert cache.batch == 3 and cache.max_len == 16
     cache.length = 5
+    cache.truncate(3)  # positions 3 and 4 forgotten; the buffers are untouched
+    assert cache.length == 3
+    with pytest.raises(ValueError, match="truncate"):
+        cache.truncate(4)  # cannot grow
     cache.reset()
     assert cache.length == 0
 

@@ -32,6 +32,15 @@ def test_head_shares_cover_every_pair_once_in_at_most_count_shares(B, H, count):
     assert max(sizes) == -(-B * H // count)  # no share bigger than an even split's
 
 
+@settings(deadline=None, max_examples=60)
+@given(n=st.integers(1, 200), count=st.integers(1, 5))
+def test_row_shares_cover_every_row_once(n, count):
+    shares = threads.Workers(object(), count).shares(n)  # any pool: shares only reads the count
+    assert 1 <= len(shares) <= count
+    assert [i for share in shares for i in range(share.start, share.stop)] == list(range(n))
+    assert max(share.stop - share.start for share in shares) == -(-n // count)
+
+
 def test_forward_workers_borrow_blas_threads_and_give_them_back(two_blas_threads):
     with forward_workers(rows=4, min_rows=16) as workers:
         assert workers is SERIAL and threads.get_num_threads()["blas"] == 2  # a decode step: untouched
