@@ -53,7 +53,8 @@ def block_forward(
     ``scratch``: a dict the caller keeps across its layers, where a many-row call of an int8 block
     keeps the buffers of its float32 weights (see :func:`float32_block`). ``out_rows``: a model's
     last block, when only the last positions' logits are wanted, still caches every position's keys
-    and values but skips the other positions' attention, projection and MLP (~6 % of a prefill).
+    and values but skips the other positions' attention, projection and MLP (6–15 % of a coarse
+    prefill: benchmarks/NOTES.md, session 5).
     """
     B, T, C = x.shape
     n = T if out_rows is None else out_rows
