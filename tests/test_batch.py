@@ -186,3 +186,33 @@ def test_bad_input(model):
         generate_coarse_batch(model.coarse, [np.array([], dtype=np.int64), np.array([1, 2])])
     with pytest.raises(BarkError, match="same number of codebooks"):
         generate_fine_batch(model.fine, [np.zeros((2, 4), np.int64), np.zeros((3, 4), np.int64)], temp=None)
+
+
+class FeedRecorder:
+    """A causal model that records how many ids each forward call feeds."""
+
+    def __init__(self, model):
+        self.model, self.fed = model, []
+
+    def new_cache(self, batch=1):
+        return self.model.new_cache(batch)
+
+    def forward(self, ids, *args, **kwargs):
+        self.fed.append(ids.shape[1])
+        return self.model.forward(ids, *args, **kwargs)
+
+
+@pytest.mark.parametrize("temp", [0.7, 0])
+def test_coarse_rows_without_voices_keep_the_cached_window_start(model, temp):
+    """No voices: every row's windows are the same length (no padding), so as in the single loop
+    a window that starts with what the cache holds feeds only the new id, also after a row has
+    finished (its cache row is dropped); the rows still match their items generated alone."""
+    rng = np.random.default_rng(1)
+    semantics = [rng.integers(0, SEMANTIC_VOCAB_SIZE, n) for n in (30, 75, 75)]  # 2, 4, 4 windows
+    kwargs = dict(temp=temp, silent=True, presets_dir=model.voices_dir)
+    recorder = FeedRecorder(model.coarse)
+    batched = generate_coarse_batch(recorder, semantics, rngs=alone_generators(3), **kwargs)
+    alone = [generate_coarse(model.coarse, s, rng=g, **kwargs) for s, g in zip(semantics, alone_generators(3))]
+    assert_rows_equal(batched, alone, f"coarse without voices, temp={temp}")
+    windows = recorder.fed[::60]  # each window's first call (60 steps per window)
+    assert windows == [257, 1, 1, 1], windows

@@ -16,8 +16,9 @@ the networks are called:
   the step cap) leaves the batch: its cache row is dropped, so later steps cost only live rows.
 * coarse: each window's prompt (semantic block + history) differs in length between rows, so the
   prompts are left-padded to the longest and the first forward of the window gets ``pad=``; the
-  cache is rebuilt every window, as in the original (the single loop keeps the positions a window
-  starts with when the cache already holds them; left padding moves them here). All live rows are at the same step of the
+  cache is rebuilt every window, unless no row is padded, now or in the cache, and every live
+  row's window starts with what the cache holds for it (no voices: the first ~10 s of audio),
+  where the shared positions are kept, as in the single loop. All live rows are at the same step of the
   same window (every window but a row's last is full), so they share the codebook whose turn it
   is. A row whose steps are done stops drawing (and leaves at the next window).
 * fine: windows are always FINE_WINDOW frames, so window ``n`` of every row that has one goes
@@ -45,7 +46,7 @@ from ..constants import (
     SEMANTIC_VOCAB_SIZE,
 )
 from ..errors import BarkError
-from .coarse import CoarseState, check_coarse_windows, codebook_start
+from .coarse import CoarseState, check_coarse_windows, codebook_start, shared_prefix
 from .fine import FineState
 from .progress import progress
 from .sampling import as_generator, check_sampling_args, draw_rows, sample, softmax
@@ -216,10 +217,27 @@ def generate_coarse_batch(
     rows = [for_item(i, CoarseState, s, v, max_coarse_history) for i, (s, v) in enumerate(zip(semantics, voices))]
 
     n_windows = max(int(np.ceil(r.n_steps / sliding_window_len)) for r in rows)
+    cache, cached_rows = None, []
+    held = np.zeros((0, 0), dtype=np.int64)  # (B, L): the ids the cache holds, per cached row
     for w in progress(range(n_windows), silent=silent):
         live = [i for i, r in enumerate(rows) if r.n_step < r.n_steps]  # each at step w * sliding_window_len
         ids, pad = left_pad([rows[i].window_ids() for i in live])  # (B, T), (B,)
-        cache = model.new_cache(len(live))  # every window starts from an empty cache
+        # As in the single loop: without padding, now or in the cache, positions line up, and the
+        # positions every live row's window shares with what the cache holds for it are kept.
+        keep = 0
+        if held.shape[1] and not pad.any() and set(live) <= set(cached_rows) and hasattr(cache, "truncate"):
+            kept = [cached_rows.index(i) for i in live]
+            keep = min(min(shared_prefix(held[k], ids[b]) for b, k in enumerate(kept)), ids.shape[1] - 1)
+        if keep:
+            cache = cache.keep_rows(kept) if len(kept) < len(cached_rows) else cache
+            cache.truncate(keep)
+            held = held[kept, :keep]
+        else:
+            cache = model.new_cache(len(live))
+            held = np.zeros((len(live), 0), dtype=np.int64)
+        tracking = not pad.any()  # a padded cache is never kept: its positions are shifted
+        cached_rows = live
+        ids = ids[:, keep:]  # (B, T - keep)
         for s in range(sliding_window_len):
             step = w * sliding_window_len + s  # every live row's (see the module docstring)
             drawing = [b for b, i in enumerate(live) if rows[i].n_step < rows[i].n_steps]
@@ -227,7 +245,10 @@ def generate_coarse_batch(
                 break
             start = codebook_start(step)
             vocab = (start, start + CODEBOOK_SIZE)  # this codebook's ids: its logits alone are sampled
-            logits = model.forward(ids, cache=cache, last_only=True, pad=pad if s == 0 else None, vocab=vocab)  # (B, 1, 1024)
+            first = s == 0 and not keep  # a fresh cache takes the padding with its first call
+            logits = model.forward(ids, cache=cache, last_only=True, pad=pad if first else None, vocab=vocab)  # (B, 1, 1024)
+            if tracking:
+                held = np.concatenate([held, ids], axis=1)  # (B, L + fed)
             ids = np.full((len(live), 1), start, dtype=np.int64)  # (B, 1): rows done feed a dummy
             for b in drawing:
                 row = rows[live[b]]
