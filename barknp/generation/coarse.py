@@ -4,10 +4,10 @@ The coarse GPT reads, per window, 256 semantic tokens (right-padded with
 COARSE_SEMANTIC_PAD_TOKEN), COARSE_INFER_TOKEN, then up to ``max_coarse_history`` coarse tokens
 of history, and generates ``sliding_window_len`` more before the window slides and the KV cache
 is rebuilt (the original rebuilds it from scratch; here the positions at the window's start that
-the cache already holds, the same ids at the same positions, are kept). Coarse tokens interleave the two codebooks frame by frame
-(c0[0], c1[0], c0[1], ...) and live in the model's vocabulary at SEMANTIC_VOCAB_SIZE + code
-(codebook 0) and SEMANTIC_VOCAB_SIZE + CODEBOOK_SIZE + code (codebook 1); at each step only the
-1024 logits of the codebook whose turn it is are sampled.
+the cache already holds, the same ids at the same positions, are kept). Coarse tokens interleave
+the two codebooks frame by frame (c0[0], c1[0], c0[1], ...) and live in the model's vocabulary at
+SEMANTIC_VOCAB_SIZE + code (codebook 0) and SEMANTIC_VOCAB_SIZE + CODEBOOK_SIZE + code
+(codebook 1); at each step only the 1024 logits of the codebook whose turn it is are sampled.
 
 With a voice, its semantic and coarse prompts are trimmed to matching lengths (at most
 ``max_coarse_history`` coarse tokens, an even number of semantic tokens) and the coarse history
