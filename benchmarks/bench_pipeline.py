@@ -153,9 +153,10 @@ def workload_shape(n_tokens: int, voice) -> dict:
     class ZeroFine:
         passes = 0
 
-        def forward(self, book, codes):
+        def forward(self, book, codes, first=0, vocab=None):
             ZeroFine.passes += 1
-            return np.zeros((1, codes.shape[1], VOCABS["fine"][1]), np.float32)
+            start, stop = vocab or (0, VOCABS["fine"][1])
+            return np.zeros((1, codes.shape[1] - first, stop - start), np.float32)
 
     coarse_model = ZeroCausal()
     coarse = generate_coarse(coarse_model, np.zeros(n_tokens, np.int64), voice=voice, rng=0, silent=True)

@@ -442,6 +442,10 @@ def test_fine_one_codebook(dev):
     assert gpu.lm_heads[1].shape == (21, 6)
     codes = np.random.default_rng(2).integers(0, 21, size=(1, 7, 8))
     assert_rel(gpu.forward(3, codes), cpu.forward(3, codes), what="fine codebook 3")
+    assert_rel(gpu.forward(3, codes, first=4, vocab=(2, 9)), cpu.forward(3, codes)[:, 4:, 2:9],
+               what="fine codebook 3, frames from 4, ids 2..8")
+    with pytest.raises(BarkError, match="first must be"):
+        gpu.forward(3, codes, first=7)
     with pytest.raises(BarkError, match="codebook_idx"):
         gpu.forward(0, codes)
 

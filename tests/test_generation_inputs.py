@@ -250,14 +250,15 @@ class ScriptedFine:
     def __init__(self):
         self.calls = []
 
-    def forward(self, codebook_idx, codes):
+    def forward(self, codebook_idx, codes, first=0, vocab=None):
         codes = np.asarray(codes)
         self.calls.append((codebook_idx, codes.copy()))
         B, T, _ = codes.shape
         logits = np.zeros((B, T, 1056), dtype=np.float32)
         logits[0, np.arange(T), (codebook_idx * 100 + np.arange(T)) % 1024] = 1.0
-        logits[0, :, 1030] = 9.0  # beyond the codebook: must never be picked
-        return logits
+        logits[0, :, 1030] = 9.0  # beyond the codebook: never picked where vocab keeps it out
+        start, stop = vocab or (0, 1056)
+        return logits[:, first:, start:stop]
 
 
 def test_fine_windows_and_shapes():

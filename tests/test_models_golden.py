@@ -99,6 +99,23 @@ def test_fine_every_codebook(golden, codebook_idx):
     assert_close(ours, golden["fine_logits"][codebook_idx - 1], RTOL, f"fine codebook {codebook_idx}")
 
 
+@pytest.mark.parametrize("first", [0, 1, 3])
+def test_fine_frames_from_first_and_a_vocabulary_slice(golden, first):
+    """``first`` skips the earlier frames in the last block and the head, ``vocab`` computes a
+    slice of the head: the golden's numbers for those frames and ids, every frame still attended."""
+    model = build(golden, "fine")
+    want = golden["fine_logits"][2]  # codebook 3: (B, T, V)
+    ours = model.forward(3, golden["fine_codes"], first=first, vocab=(2, 1024))
+    assert ours.shape == (want.shape[0], want.shape[1] - first, 1022)
+    assert_close(ours, want[:, first:, 2:1024], RTOL, f"fine codebook 3 from frame {first}")
+    T = want.shape[1]
+    for bad in [-1, T]:
+        with pytest.raises(BarkError, match="first must be"):
+            model.forward(3, golden["fine_codes"], first=bad)
+    with pytest.raises(BarkError, match="vocab must be"):
+        model.forward(3, golden["fine_codes"], vocab=(0, want.shape[2] + 1))
+
+
 def test_fine_ignores_codebooks_above_the_predicted_one(golden):
     model = build(golden, "fine")
     codes = golden["fine_codes"].copy()

@@ -166,6 +166,9 @@ def check_size(size: str, args, dev, check) -> None:
     for book in (1, 7):
         check(f"fine codebook {book}, {args.fine_frames} frames", gpu["fine"].forward(book, codes),
               cpu["fine"].forward(book, codes))
+    half = args.fine_frames // 2
+    check(f"fine codebook 2, frames from {half}, ids 0..1023", gpu["fine"].forward(2, codes, half, (0, 1024)),
+          cpu["fine"].forward(2, codes, half, (0, 1024)))
     frames = max(1, int(args.codec_seconds * 75))
     codes = rng.integers(0, 1024, size=(8, frames))
     check(f"codec {frames} frames", gpu["codec"].decode(codes), cpu["codec"].decode(codes))

@@ -222,9 +222,11 @@ class SunoFine:
         self.fine = fine
 
     @torch.no_grad()
-    def forward(self, codebook_idx, codes) -> np.ndarray:
+    def forward(self, codebook_idx, codes, first=0, vocab=None) -> np.ndarray:
         x = torch.from_numpy(np.asarray(codes, dtype=np.int64))  # (B, T, 8)
-        return self.fine(int(codebook_idx), x).float().numpy()
+        logits = self.fine(int(codebook_idx), x).float().numpy()  # (B, T, V)
+        start, stop = vocab or (0, logits.shape[2])
+        return logits[:, first:, start:stop]
 
 
 # --- (c) the original generation functions, seeded ------------------------------------------

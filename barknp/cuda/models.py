@@ -203,12 +203,18 @@ class CUDAFineGPT:
             tied = head.shape == (V, c.hidden_size) and np.array_equal(head, cpu.input_embeds_layers[table])
             self.lm_heads.append(self.input_embeds[table * V : (table + 1) * V] if tied else dev.upload(head))
 
-    def forward(self, codebook_idx: int, codes) -> np.ndarray:
-        """As ``FineGPT.forward``: codes (B, T, n_codes_total) int -> float32 logits (B, T, V) on the host."""
+    def forward(self, codebook_idx: int, codes, first: int = 0, vocab: tuple[int, int] | None = None) -> np.ndarray:
+        """As ``FineGPT.forward``: codes (B, T, n_codes_total) int -> float32 logits
+        (B, T - first, V') on the host. The device computes every frame and id (no last-block trim
+        here); the host keeps the frames from ``first`` and the ids ``vocab``."""
         c = self.config
         dev = self.dev
         codebook_idx, codes = check_fine_inputs(c, codebook_idx, codes)
         B, T, _ = codes.shape
+        if not 0 <= int(first) < T:
+            raise BarkError(f"fine: first must be in [0, {T}), got {first}")
+        head = self.lm_heads[codebook_idx - c.n_codes_given]  # (V, C) on the device
+        start, stop = check_vocab("fine", vocab, head.shape[0])
         n = codebook_idx + 1
         idx = codes[:, :, :n] + np.arange(n) * self.vocab  # (B, T, n): rows of the stacked table
         x = dev.embedding_sum(self.input_embeds, dev.upload(idx.reshape(B * T, n), np.int32),
@@ -217,8 +223,8 @@ class CUDAFineGPT:
         for block in self.layers:
             block_forward(dev, x, block, c.num_heads, scratch.keys[0], scratch.values[0], T, 0, causal=False)
         h = dev.layer_norm(x, self.layernorm_final.weight, self.layernorm_final.bias)  # (B*T, C)
-        logits = dev.linear(h, self.lm_heads[codebook_idx - c.n_codes_given])  # (B*T, V)
-        return logits.copy_to_host().reshape(B, T, -1)
+        logits = dev.linear(h, head)  # (B*T, V)
+        return np.ascontiguousarray(logits.copy_to_host().reshape(B, T, -1)[:, int(first) :, start:stop])
 
 
 class CUDACodec:

@@ -282,10 +282,11 @@ def generate_fine_batch(model, coarses, voices=None, temp=0.5, rngs=None, silent
         live = [i for i, r in enumerate(rows) if n_loop < r.n_loops]
         spans = [rows[i].window(n_loop) for i in live]  # (start, rel) per row
         windows = np.stack([rows[i].frames[s : s + FINE_WINDOW] for i, (s, _) in zip(live, spans)])  # (B, 1024, 8)
+        first = min(rel for _, rel in spans)  # the first frame any row re-predicts
         for book in range(n_coarse, N_FINE_CODEBOOKS):
-            logits = model.forward(book, windows)  # (B, 1024, V)
+            logits = model.forward(book, windows, first=first, vocab=(0, CODEBOOK_SIZE))  # (B, 1024 - first, 1024)
             for b, (i, (_, rel)) in enumerate(zip(live, spans)):
-                relevant = np.asarray(logits[b, rel:, :CODEBOOK_SIZE], dtype=np.float32)  # (1024 - rel, 1024)
+                relevant = np.asarray(logits[b, rel - first :], dtype=np.float32)  # (1024 - rel, 1024)
                 if greedy:
                     windows[b, rel:, book] = np.argmax(relevant, axis=-1)
                 else:

@@ -69,8 +69,9 @@ class FineState:
 def generate_fine(model, coarse, voice=None, temp=0.5, rng=None, silent=True, presets_dir=None) -> np.ndarray:
     """Coarse codes (N, T) int -> all codes (8, T) int64 in [0, CODEBOOK_SIZE); rows < N are the input.
 
-    ``model`` is the fine GPT (``forward(codebook_idx, codes (B, T, 8))``). ``temp`` None or 0
-    is argmax; ``rng`` as in sampling.py.
+    ``model`` is the fine GPT (``forward(codebook_idx, codes (B, T, 8), first, vocab)``, logits of
+    frames ``first``.. over output ids ``vocab``). ``temp`` None or 0 is argmax; ``rng`` as in
+    sampling.py.
     """
     check_sampling_args(temp, allow_none_temp=True)
     state = FineState(coarse, load_voice(voice, presets_dir))
@@ -80,8 +81,8 @@ def generate_fine(model, coarse, voice=None, temp=0.5, rng=None, silent=True, pr
         start, rel = state.window(n)  # rel: the first window position to (re)predict
         window = state.frames[start : start + FINE_WINDOW]  # (1024, 8) view: writes land in the state
         for book in range(state.n_coarse, N_FINE_CODEBOOKS):
-            logits = model.forward(book, window[None])  # (1, 1024, V)
-            relevant = np.asarray(logits[0, rel:, :CODEBOOK_SIZE], dtype=np.float32)  # (1024 - rel, 1024)
+            logits = model.forward(book, window[None], first=rel, vocab=(0, CODEBOOK_SIZE))  # (1, 1024 - rel, 1024)
+            relevant = np.asarray(logits[0], dtype=np.float32)  # (1024 - rel, 1024)
             if greedy:
                 preds = np.argmax(relevant, axis=-1)  # (1024 - rel,)
             else:

@@ -18,7 +18,7 @@ from ..nn.gemv import MAX_ROWS
 from ..nn.ops import layer_norm
 from ..threads import forward_workers
 from ..weights import load_stage
-from .gpt import check_ids
+from .gpt import check_ids, check_vocab
 
 
 def check_fine_inputs(config: GPTConfig, codebook_idx, codes) -> tuple[int, np.ndarray]:
@@ -58,25 +58,35 @@ class FineGPT:
         config, tensors = load_stage(path, "fine")
         return cls(config_from_dict(GPTConfig, config), tensors)
 
-    def forward(self, codebook_idx: int, codes) -> np.ndarray:
-        """Logits for codebook ``codebook_idx`` at every frame.
+    def forward(self, codebook_idx: int, codes, first: int = 0, vocab: tuple[int, int] | None = None) -> np.ndarray:
+        """Logits for codebook ``codebook_idx`` at frames ``first``..T-1, over the output ids
+        ``vocab`` = (start, stop) (default: all V).
 
         codebook_idx: int in [n_codes_given, n_codes_total), i.e. 1..7 for Bark.
         codes: (B, T, n_codes_total) int in [0, V); codebooks above ``codebook_idx`` are ignored.
-        Returns float32 logits (B, T, V).
+        first: int in [0, T). Every frame still attends and is attended to; only the last block's
+        attention output, projection and MLP, and the head, skip the frames before ``first`` (a
+        window re-predicts only its frames from its fill start: the second half, after the first).
+        Returns float32 logits (B, T - first, stop - start).
         """
         c = self.config
         codebook_idx, codes = check_fine_inputs(c, codebook_idx, codes)
         B, T, _ = codes.shape
+        if not 0 <= int(first) < T:
+            raise BarkError(f"fine: first must be in [0, {T}), got {first}")
+        n = T - int(first)  # frames whose logits are wanted
+        head = self.lm_heads[codebook_idx - c.n_codes_given]  # (V, C)
+        head = head[slice(*check_vocab("fine", vocab, head.shape[0]))]  # (V', C) view
         x = self.input_embeds_layers[0][codes[:, :, 0]]  # (B, T, C)
         for i in range(1, codebook_idx + 1):
             x += self.input_embeds_layers[i][codes[:, :, i]]
         x += self.position_embeds_layer[:T]
-        head = self.lm_heads[codebook_idx - c.n_codes_given]  # (V, C)
+        last = len(self.layers) - 1
         with forward_workers(B * T, MAX_ROWS) as workers:
-            for block in self.layers:
-                x = block_forward(x, block, c.num_heads, causal=False, workers=workers)
+            for i, block in enumerate(self.layers):
+                out_rows = n if i == last else None  # (B, n, C) out of the last block
+                x = block_forward(x, block, c.num_heads, causal=False, workers=workers, out_rows=out_rows)
             logits = workers.map_rows(
-                lambda rows: layer_norm(rows, self.layernorm_final) @ head.T, head.shape[0], x.reshape(B * T, -1)
-            )  # (B T, V)
-        return logits.reshape(B, T, -1)  # (B, T, V)
+                lambda rows: layer_norm(rows, self.layernorm_final) @ head.T, head.shape[0], x.reshape(B * n, -1)
+            )  # (B n, V')
+        return logits.reshape(B, n, -1)  # (B, n, V')
