@@ -93,7 +93,7 @@ def _damaged(err: Exception, path: str, src: str, home: str | None) -> BarkError
 
 
 def _load_model(src: str, home: str | None, offline: bool, quiet: bool, weights: str = "float32",
-                device: str = "cpu"):
+                device: str = "cpu", kv_cache: str = "float32"):
     """Locate (converting on first use) and load a model, with errors a user can act on."""
     from .convert import locate
     from .convert.hub import hub_offline
@@ -117,7 +117,7 @@ def _load_model(src: str, home: str | None, offline: bool, quiet: bool, weights:
             ) from None
         raise
     try:
-        model = Bark.from_dir(path, weights=weights)
+        model = Bark.from_dir(path, weights=weights, kv_cache=kv_cache)
     except (BarkError, OSError) as e:
         raise _damaged(e, path, src, home) from None
     if device == "cuda":
@@ -256,7 +256,8 @@ def _cmd_say(args) -> int:
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     quiet = args.silent
 
-    model = _load_model(args.model, args.home, args.offline, quiet, weights=args.weights, device=args.device)
+    model = _load_model(args.model, args.home, args.offline, quiet, weights=args.weights, device=args.device,
+                        kv_cache=args.kv_cache)
     voice = model.voice(voice)  # an unknown preset name fails here, before generating
     stage_kwargs = dict(text_temp=args.text_temp, waveform_temp=args.waveform_temp, fine_temp=args.fine_temp,
                         min_eos_p=args.min_eos_p, max_gen_duration_s=args.max_duration_s)
@@ -474,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_THREADS, metavar="N", help="threads for matrix products and kernels")
     p.add_argument("--weights", choices=("float32", "int8"), default="float32",
                    help="int8: semantic and coarse stages with int8 weights (faster, made once beside the model)")
+    p.add_argument("--kv-cache", choices=("float32", "float16"), default="float32",
+                   help="float16: semantic and coarse KV caches in half precision (faster decoding, rounded)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (cuda needs a GPU)")
     p.add_argument("--long-form", action=argparse.BooleanOptionalAction, default=True,
                    help="split text too long for one generation into chunks (default: on)")

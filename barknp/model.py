@@ -28,6 +28,7 @@ from .generation.voices import list_voices, load_voice
 from .models.codec import Codec
 from .models.fine import FineGPT
 from .models.gpt import CausalGPT
+from .nn.half import kv_dtype
 from .weights import stage_path
 
 
@@ -45,18 +46,20 @@ class Bark:
         self.path = path
 
     @classmethod
-    def from_dir(cls, model_dir: str, weights: str = "float32") -> "Bark":
+    def from_dir(cls, model_dir: str, weights: str = "float32", kv_cache: str = "float32") -> "Bark":
         """Load a converted model directory (the layout of weights/README.md).
 
         ``weights="int8"`` decodes the semantic and coarse stages with int8 weights, writing
-        their int8 files into ``model_dir`` on first use.
+        their int8 files into ``model_dir`` on first use. ``kv_cache="float16"`` keeps their KV
+        caches in float16 (half the bytes a decode step reads from them; keys and values rounded).
         """
         if weights not in ("float32", "int8"):
             raise BarkError(f"weights must be 'float32' or 'int8', got {weights!r}")
+        kv_dtype(kv_cache)  # fails before anything loads
 
         def causal(stage):
             path = ensure_int8(model_dir, stage) if weights == "int8" else stage_path(model_dir, stage)
-            return CausalGPT.load(path, stage)
+            return CausalGPT.load(path, stage, kv_cache=kv_cache)
 
         return cls(
             semantic=causal("semantic"),
@@ -139,13 +142,15 @@ class Bark:
 
 
 def load(path_or_repo: str = "suno/bark-small", *, home: str | None = None, offline: bool | None = None,
-         device: str = "cpu", weights: str = "float32", progress: bool = True) -> Bark:
+         device: str = "cpu", weights: str = "float32", kv_cache: str = "float32", progress: bool = True) -> Bark:
     """Load a Bark model from a converted directory, a transformers-layout directory or a hub repo id.
 
     Anything not yet converted is converted into ``home`` (default ``$BARKNP_HOME`` or
     ``~/.cache/barknp``) on first use. ``device`` is ``"cpu"`` or ``"cuda"`` (numba.cuda; a
     BarkError where no GPU is usable, never a silent fall back to the CPU). ``weights="int8"`` decodes
-    the two causal stages with int8 weight-only quantization (per-row scales).
+    the two causal stages with int8 weight-only quantization (per-row scales); ``kv_cache="float16"``
+    keeps their KV caches in float16. Both are reduced-precision options for the CPU; the README
+    gives their measured speed and error.
     """
     from .convert import locate
 
@@ -156,8 +161,12 @@ def load(path_or_repo: str = "suno/bark-small", *, home: str | None = None, offl
 
         if weights != "float32":
             raise BarkError("int8 weights run on the CPU only; use device='cpu' or weights='float32'")
+        if kv_cache != "float32":
+            raise BarkError("a float16 KV cache runs on the CPU only; use device='cpu' or kv_cache='float32'")
         require_cuda()  # fail before converting or loading anything
-    model = Bark.from_dir(locate(path_or_repo, home=home, offline=offline, progress=progress), weights=weights)
+    kv_dtype(kv_cache)
+    model = Bark.from_dir(locate(path_or_repo, home=home, offline=offline, progress=progress), weights=weights,
+                          kv_cache=kv_cache)
     if device == "cuda":
         from .cuda import to_cuda
 

@@ -1,11 +1,14 @@
-"""Quality of int8 weights against float32: top-1 agreement and KL divergence, teacher-forced.
+"""Quality of the reduced-precision options against float32: top-1 agreement and KL divergence,
+teacher-forced.
 
     python benchmarks/bench_int8_quality.py [--model DIR] [--positions 600] [--sequences 4]
 
-For the two stages that use int8 weights (semantic and coarse), both versions of the model read
-the same token sequences in one forward pass each (teacher forcing: every position predicts the
+For the two stages that have them (semantic and coarse), each option reads the same token
+sequences as the float32 model in one forward pass (teacher forcing: every position predicts the
 next token from the true prefix, never from its own earlier choices), and the table compares their
-next-token distributions at every position:
+next-token distributions at every position. The options: int8 weights; a float16 KV cache (the
+pass runs through a cache, whose keys and values attention reads back rounded, as decoding does);
+both. For each:
 
 * top-1 agreement: the share of positions where both pick the same most likely token;
 * KL(float32 || int8) in nats, mean and worst position;
@@ -65,13 +68,37 @@ def compare(f32: np.ndarray, q8: np.ndarray) -> dict:
     }
 
 
-def random_models(stage: str, linear_std: float) -> tuple[CausalGPT, CausalGPT]:
-    """The bark-small shape of ``stage`` with random weights, float32 and int8."""
+# (label, int8 weights, KV cache dtype) of each option compared with float32
+OPTIONS = (("int8", True, "float32"), ("f16 KV", False, "float16"), ("int8+f16 KV", True, "float16"))
+
+
+def random_models(stage: str, linear_std: float) -> dict:
+    """The bark-small shape of ``stage`` with random weights: {"f32": model, option label: model}."""
     vocab = {"semantic": (129_600, 10_048), "coarse": (12_096, 12_096)}[stage]
     seed = {"semantic": 1, "coarse": 2}[stage]
     tensors = random_gpt_tensors(12, 768, *vocab, seed=seed, linear_std=linear_std)
+    quantized = quantize_tensors(tensors)
     config = GPTConfig(12, 12, 768, *vocab)
-    return CausalGPT(config, tensors, stage), CausalGPT(config, quantize_tensors(tensors), stage)
+    models = {"f32": CausalGPT(config, tensors, stage)}
+    for label, int8, kv in OPTIONS:
+        models[label] = CausalGPT(config, quantized if int8 else tensors, stage, kv_cache=kv)
+    return models
+
+
+def saved_models(model_dir: str, stage: str) -> dict:
+    """The same for a converted model directory (its int8 file made if missing)."""
+    models = {"f32": CausalGPT.load(stage_path(model_dir, stage), stage)}
+    for label, int8, kv in OPTIONS:
+        path = ensure_int8(model_dir, stage) if int8 else stage_path(model_dir, stage)
+        models[label] = CausalGPT.load(path, stage, kv_cache=kv)
+    return models
+
+
+def teacher_forced(model: CausalGPT, ids: np.ndarray) -> np.ndarray:
+    """Logits (T, V) at every position of ids (1, T): through a cache when the model's is not
+    float32 (so attention reads the rounded keys and values), else in one plain forward."""
+    cache = model.new_cache() if model.kv_dtype != np.float32 else None
+    return model.forward(ids, cache)[0]
 
 
 def token_range(stage: str) -> tuple[int, int]:
@@ -90,28 +117,22 @@ def main(argv=None) -> None:
                     help="random weights: standard deviations of the block linear weights")
     args = ap.parse_args(argv)
     what = args.model or "bark-small shape, random weights, random token sequences"
-    print(f"int8 weights against float32, teacher-forced: {what}")
+    print(f"reduced precision against float32, teacher-forced: {what}")
     print(f"{args.sequences} sequences x {args.positions} positions per stage\n")
-    print(f"{'stage':16s} {'positions':>9s} {'top-1 agree':>11s} {'KL mean':>9s} {'KL max':>9s} {'max |dlogit|':>12s} {'/ logit std':>11s}")
+    print(f"{'stage':16s} {'option':12s} {'positions':>9s} {'top-1 agree':>11s} {'KL mean':>9s} {'KL max':>9s} "
+          f"{'max |dlogit|':>12s} {'/ logit std':>11s}")
     runs = [(s, None) for s in STAGES] if args.model else [(s, std) for std in args.linear_std for s in STAGES]
     for stage, std in runs:
         rng = np.random.default_rng(0)  # the same sequences for every model
-        if args.model:
-            f32 = CausalGPT.load(stage_path(args.model, stage), stage)
-            q8 = CausalGPT.load(ensure_int8(args.model, stage), stage)
-            label = stage
-        else:
-            f32, q8 = random_models(stage, std)
-            label = f"{stage} std {std}"
+        models = saved_models(args.model, stage) if args.model else random_models(stage, std)
+        label = stage if args.model else f"{stage} std {std}"
         lo, hi = token_range(stage)
-        a, b = [], []
-        for _ in range(args.sequences):
-            ids = rng.integers(lo, hi, (1, args.positions))  # (1, T)
-            a.append(f32.forward(ids)[0])  # (T, V)
-            b.append(q8.forward(ids)[0])  # (T, V)
-        r = compare(np.concatenate(a), np.concatenate(b))
-        print(f"{label:16s} {r['positions']:9d} {r['top1']:11.4f} {r['kl_mean']:9.2e} {r['kl_max']:9.2e} "
-              f"{r['err_max']:12.4f} {r['err_rel']:11.4f}")
+        seqs = [rng.integers(lo, hi, (1, args.positions)) for _ in range(args.sequences)]  # each (1, T)
+        want = np.concatenate([teacher_forced(models["f32"], ids) for ids in seqs])  # (N, V)
+        for option, _, _ in OPTIONS:
+            r = compare(want, np.concatenate([teacher_forced(models[option], ids) for ids in seqs]))
+            print(f"{label:16s} {option:12s} {r['positions']:9d} {r['top1']:11.4f} {r['kl_mean']:9.2e} "
+                  f"{r['kl_max']:9.2e} {r['err_max']:12.4f} {r['err_rel']:11.4f}")
 
 
 if __name__ == "__main__":

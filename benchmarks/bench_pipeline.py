@@ -1,7 +1,7 @@
 """The whole Bark pipeline, stage by stage: barknp against Suno's original, transformers and the floor.
 
     python benchmarks/bench_pipeline.py [--size small|large] [--semantic-tokens 300] [--threads 2]
-                                        [--int8] [--no-voice] [--skip-torch] [--skip-suno] [--quick] [--profile]
+                                        [--int8] [--kv16] [--no-voice] [--skip-torch] [--skip-suno] [--quick] [--profile]
 
 Every engine runs the same fixed workload with the same weights:
 
@@ -14,6 +14,8 @@ Every engine runs the same fixed workload with the same weights:
   counted duration past the limit), voice ``v2/en_speaker_6`` when ../shared/data has it (none
   with ``--no-voice``), then
   the coarse, fine and codec work that follows, sampled with one seeded numpy Generator;
+* ``--kv16`` adds barknp with int8 weights and float16 KV caches, a reduced-precision option
+  (its error against float32: benchmarks/bench_int8_quality.py);
 * each engine runs in its own fresh process (so its peak RSS is its own), after a short warm-up
   (Numba compilation), with ``--threads`` threads for BLAS, Numba and torch.
 
@@ -233,14 +235,14 @@ def stage_metrics(sem: Timed, t_sem: tuple, coarse: Timed, t_coarse: tuple, fine
 # --- children: one engine each --------------------------------------------------------------
 
 
-def load_barknp(workdir: Path, int8: bool, stages=("semantic", "coarse", "fine", "codec")):
+def load_barknp(workdir: Path, int8: bool, stages=("semantic", "coarse", "fine", "codec"), kv_cache="float32"):
     from barknp.models.codec import Codec
     from barknp.models.fine import FineGPT
     from barknp.models.gpt import CausalGPT
 
     def causal(stage):
         name = f"{stage}.int8" if int8 else stage
-        return CausalGPT.load(str(workdir / f"{name}.safetensors"), stage)
+        return CausalGPT.load(str(workdir / f"{name}.safetensors"), stage, kv_cache=kv_cache)
 
     out = {}
     for s in stages:
@@ -266,7 +268,7 @@ def child_barknp(args) -> dict:
 
     set_num_threads(args.threads)
     workdir = Path(args.workdir)
-    m = load_barknp(workdir, args.int8)
+    m = load_barknp(workdir, args.int8, kv_cache="float16" if args.kv16 else "float32")
     tok = load_tokenizer(TOKENIZER_DIR)
     voice = load_voice_dict(args)
 
@@ -651,6 +653,10 @@ def print_table(cols: dict, header: str) -> None:
         ratio_specs.append(("int8/fl8", "barknp int8", "floor int8"))
     if "barknp int8" in cols and "Suno original" in cols:
         ratio_specs.append(("int8/Suno", "barknp int8", "Suno original"))
+    if "barknp int8 kv16" in cols and "Suno original" in cols:
+        ratio_specs.append(("kv16/Suno", "barknp int8 kv16", "Suno original"))
+    if "barknp int8 kv16" in cols and "barknp f32" in cols:
+        ratio_specs.append(("kv16/f32", "barknp int8 kv16", "barknp f32"))
     w0 = 40
     widths = [max(12, len(n) + 1) for n in names]
     print(header)
@@ -676,6 +682,8 @@ def main(argv=None) -> None:
     ap.add_argument("--semantic-tokens", type=int, default=300, help="N: the semantic stage makes exactly N tokens")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--int8", action="store_true", help="add a barknp column with int8 semantic/coarse weights")
+    ap.add_argument("--kv16", action="store_true",
+                    help="add a barknp column with int8 weights and float16 KV caches (reduced precision)")
     ap.add_argument("--skip-torch", action="store_true", help="skip the transformers column")
     ap.add_argument("--skip-suno", action="store_true", help="skip Suno's original (torch)")
     ap.add_argument("--skip-cold", action="store_true", help="skip the cold/warm first-token processes")
@@ -707,7 +715,7 @@ def main(argv=None) -> None:
     t_start = time.time()
     load0 = os.getloadavg()
     print(f"preparing weights in {args.workdir} ...", file=sys.stderr, flush=True)
-    prepare_weights(args.workdir, args.size, args.int8)
+    prepare_weights(args.workdir, args.size, args.int8 or args.kv16)
     voice = load_voice_dict(args)
     shape = workload_shape(args.semantic_tokens, voice)
     set_num_threads(args.threads)
@@ -727,6 +735,10 @@ def main(argv=None) -> None:
         r = spawn(args, "barknp", ["--int8"])
         if r:
             results["barknp int8"] = r
+    if args.kv16:
+        r = spawn(args, "barknp", ["--int8", "--kv16"])
+        if r:
+            results["barknp int8 kv16"] = r
     if have_torch and not args.skip_suno:
         r = spawn(args, "suno")
         if r:
@@ -754,7 +766,7 @@ def main(argv=None) -> None:
     cols["floor f32"] = fl["f32"]
     if "int8" in fl:
         cols["floor int8"] = fl["int8"]
-    order = ["barknp f32", "barknp int8", "Suno original", "transformers", "floor f32", "floor int8"]
+    order = ["barknp f32", "barknp int8", "barknp int8 kv16", "Suno original", "transformers", "floor f32", "floor int8"]
     cols = {k: cols[k] for k in order if k in cols}
 
     L, C, H = SIZES[args.size]

@@ -233,7 +233,7 @@ def test_int8_weights_and_the_device_choice(tiny, tmp_path, capsys, offline_env)
     own = tmp_path / "model"
     shutil.copytree(model, own)  # int8 files are written beside the model: keep the shared one as it is
     code, out, err = main(capsys, "say", "hi", "-o", tmp_path / "q.wav", "--model", own, "--weights", "int8",
-                          "-q", *CAP)
+                          "--kv-cache", "float16", "-q", *CAP)
     assert code == 0, err
     assert len(read_wav(tmp_path / "q.wav")[0]) > 0
     code, out, err = main(capsys, "say", "hi", "-o", tmp_path / "g.wav", "--model", own, "--device", "cuda",

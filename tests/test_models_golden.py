@@ -99,6 +99,23 @@ def test_fine_every_codebook(golden, codebook_idx):
     assert_close(ours, golden["fine_logits"][codebook_idx - 1], RTOL, f"fine codebook {codebook_idx}")
 
 
+def test_float16_cache_stays_near_the_float32_logits(golden, capsys):
+    """A coarse model with float16 caches (prefill, then one-call decode steps, batch 1) against the
+    golden float32 logits: a reduced-precision option, so the bound is loose (1e-2 relative) and
+    the measured error is printed; benchmarks/bench_int8_quality.py measures it on a real shape."""
+    config, tensors = model_tensors(golden, "coarse")
+    model = CausalGPT(config, tensors, name="coarse", kv_cache="float16")
+    ids, want = golden["coarse_ids"][:1], golden["coarse_logits"][:1]  # (1, T), (1, T, V)
+    cache = model.new_cache()
+    assert cache.keys.dtype == np.float16
+    parts = [model.forward(ids[:, :2], cache)] + [model.forward(ids[:, t : t + 1], cache) for t in range(2, ids.shape[1])]
+    err = assert_close(np.concatenate(parts, axis=1), want, 1e-2, "coarse logits, float16 cache")
+    with capsys.disabled():
+        print(f"\n  float16 KV cache: coarse logits within {err:.1e} (relative) of float32")
+    with pytest.raises(BarkError, match="kv cache dtype"):
+        CausalGPT(config, tensors, name="coarse", kv_cache="int8")
+
+
 @pytest.mark.parametrize("first", [0, 1, 3])
 def test_fine_frames_from_first_and_a_vocabulary_slice(golden, first):
     """``first`` skips the earlier frames in the last block and the head, ``vocab`` computes a

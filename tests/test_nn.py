@@ -96,22 +96,23 @@ def attend_loop_reference(q, k, v, causal_offset, key_start=None):
 @given(
     B=st.integers(1, 2), H=st.integers(1, 3), T=st.integers(1, 9), past=st.integers(0, 5),
     D=st.integers(1, 9), causal=st.booleans(), padded=st.booleans(), spare=st.integers(0, 3),
-    seed=st.integers(0, 2**31),
+    half=st.booleans(), seed=st.integers(0, 2**31),
 )
-def test_attend_matches_reference(B, H, T, past, D, causal, padded, spare, seed):
-    """Both paths (fused rows for T <= 4, BLAS blocks beyond), with padding and unused cache tail."""
+def test_attend_matches_reference(B, H, T, past, D, causal, padded, spare, half, seed):
+    """Both paths (fused rows for T <= 4, BLAS blocks beyond), with padding and unused cache tail,
+    keys and values float32 or float16 (a float16 cache: the reference takes their float32 values)."""
     rng = np.random.default_rng(seed)
     S = T + past if causal else T
     q = rng.standard_normal((B, H, T, D)).astype(np.float32)
-    k = rng.standard_normal((B, H, S + spare, D)).astype(np.float32)  # a cache's buffer: S valid
-    v = rng.standard_normal((B, H, S + spare, D)).astype(np.float32)
+    k = rng.standard_normal((B, H, S + spare, D)).astype(np.float16 if half else np.float32)  # a cache's buffer: S valid
+    v = rng.standard_normal((B, H, S + spare, D)).astype(k.dtype)
     offset = past if causal else None
     starts = rng.integers(0, S, B) if padded else None
-    want = attend_loop_reference(q, k[:, :, :S], v[:, :, :S], offset, starts)
+    want = attend_loop_reference(q, k[:, :, :S].astype(np.float32), v[:, :, :S].astype(np.float32), offset, starts)
     # Rounding follows the values averaged and the scores' terms, not the output, which can cancel
     # to ~0 (a weighted mean of values of both signs): bound it by max|v| (1 + max_s |q| . |k_s|).
-    score_terms = np.abs(q) @ np.abs(k[:, :, :S]).transpose(0, 1, 3, 2)  # (B, H, T, S)
-    magnitude = np.abs(v[:, :, :S]).max(axis=(2, 3))[:, :, None, None] * (1 + score_terms.max(-1, keepdims=True))
+    score_terms = np.abs(q) @ np.abs(k[:, :, :S].astype(np.float32)).transpose(0, 1, 3, 2)  # (B, H, T, S)
+    magnitude = np.abs(v[:, :, :S].astype(np.float32)).max(axis=(2, 3))[:, :, None, None] * (1 + score_terms.max(-1, keepdims=True))
     magnitude = np.broadcast_to(magnitude, want.shape)  # (B, H, T, D)
     assert_sums_close(attend(q, k, v, offset, starts, length=S), want, magnitude, 1e-5, "attend")
     assert_sums_close(attend_reference(q, k[:, :, :S], v[:, :, :S], offset, starts), want, magnitude, 1e-5, "attend_reference")
@@ -150,6 +151,8 @@ def test_kv_cache_is_preallocated_and_resettable():
         cache.truncate(4)  # cannot grow
     cache.reset()
     assert cache.length == 0
+    half = KVCache(n_layer=1, batch=2, n_head=1, max_len=4, head_dim=2, dtype="float16")
+    assert half.keys.dtype == np.float16 and half.keep_rows([1]).values.dtype == np.float16
 
 
 @pytest.mark.reference
@@ -184,6 +187,45 @@ def test_masked_softmax_kernel_matches_reference(B, H, T, extra, causal, padded,
         assert (got[b, ..., : starts[b]] == 0).all()  # padding keys get no weight
     if causal:
         assert (got[..., np.arange(S)[None, :] > (extra + np.arange(T))[:, None]] == 0).all()
+
+
+def test_float16_conversions_are_numpys_bit_for_bit():
+    """half_to_float over all 65 536 bit patterns, float_to_half over random, tiny, huge and
+    special float32 values, through a kernel, against NumPy's float16 casts (NaNs as NaNs)."""
+    import numba
+
+    from barknp.nn.half import from_cache, half_to_float, to_cache
+
+    @numba.njit
+    def widen(bits, out):
+        for i in range(bits.shape[0]):
+            out[i] = half_to_float(bits[i])
+
+    @numba.njit
+    def narrow(x, like, out):
+        for i in range(x.shape[0]):
+            out[i] = to_cache(x[i], like)
+
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    got = np.empty(bits.shape, dtype=np.float32)
+    widen(bits, got)
+    want = bits.view(np.float16).astype(np.float32)
+    nan = np.isnan(want)  # the hardware quiets signalling NaNs, NumPy keeps their payload: NaN either way
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+    rng = np.random.default_rng(0)
+    x = np.concatenate([
+        rng.standard_normal(4096) * 10.0 ** rng.integers(-9, 6, 4096),  # normals, subnormals, overflow
+        [0.0, -0.0, np.inf, -np.inf, 65504.0, 65520.0, 6e-8, 2.98e-8, 1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11],
+    ]).astype(np.float32)
+    out = np.empty(x.shape, dtype=np.uint16)
+    narrow(x, out, out)
+    with np.errstate(over="ignore"):  # beyond 65504: infinity, as the hardware rounds too
+        np.testing.assert_array_equal(out, x.astype(np.float16).view(np.uint16))
+    # the pure-Python forms (what a reader can call) agree
+    assert np.isnan(from_cache(np.uint16(0x7E00))) and from_cache(np.uint16(0x3C00)) == 1.0
+    assert from_cache(np.float32(2.5)) == 2.5
+    assert to_cache(np.float32(1.0), out) == 0x3C00 and to_cache(np.float32(1.5), got) == 1.5
 
 
 def test_exp32_within_three_ulps_over_its_whole_range():
@@ -224,9 +266,44 @@ def test_rows_matmul_kernel_matches_reference(n, k, out, int8, seed):
     int8=st.booleans(), bias=st.booleans(), seed=st.integers(0, 2**31),
 )
 def test_fused_decode_block_matches_the_general_block(C, H, past, int8, bias, seed):
+    _check_decode_block(C, H, past, int8, bias, seed, np.float32, 1e-5)
+
+
+@settings(deadline=None, max_examples=25)
+@given(
+    C=st.sampled_from([16, 32, 48]), H=st.sampled_from([1, 2, 4]), past=st.integers(0, 12),
+    int8=st.booleans(), seed=st.integers(0, 2**31),
+)
+def test_fused_decode_block_with_a_float16_cache(C, H, past, int8, seed):
+    """The same checks with float16 caches. Each path rounds its own float32 key and value of the
+    new position, which can differ by one float16 step (4.9e-4 relative) where the two float32
+    values straddle a rounding boundary; that bounds the outputs' difference (2e-3)."""
+    _check_decode_block(C, H, past, int8, True, seed, np.float16, 2e-3)
+
+
+def test_fused_decode_block_rounds_its_cache_writes_as_numpy():
+    """The kernel's float16 key and value are its float32 ones rounded by NumPy's rule, bit for bit."""
+    from barknp.nn.attention import KVCache
+    from barknp.nn.block import read_block
+    from barknp.nn.fused import decode_block, kernel_args
+    from random_weights import random_gpt_tensors
+
+    C, H, past = 32, 2, 5
+    args = kernel_args(read_block(random_gpt_tensors(1, C, 50, 50, seed=4), "layers.0"))
+    x = np.random.default_rng(4).standard_normal((1, 1, C)).astype(np.float32)
+    wide, half = KVCache(1, 1, H, 8, C // H), KVCache(1, 1, H, 8, C // H, np.float16)
+    wide.length = half.length = past  # earlier positions: zeros in both
+    y32, y16 = decode_block(x, args, wide, 0), decode_block(x, args, half, 0)
+    for name in ("keys", "values"):
+        got, want = getattr(half, name)[0, 0, :, past], getattr(wide, name)[0, 0, :, past].astype(np.float16)
+        np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16), err_msg=name)
+    assert_close(y16, y32, 2e-3, "output, float16 cache against float32")
+
+
+def _check_decode_block(C, H, past, int8, bias, seed, dtype, rtol):
     """decode_block (one compiled call) against its NumPy reference and against block_forward's
     general path, which a batch of two takes (row 0 is the fused call's sequence). Same output,
-    same cache writes."""
+    same cache writes, caches of ``dtype``."""
     from barknp.convert.quantize import quantize_tensors
     from barknp.nn.attention import KVCache
     from barknp.nn.block import block_forward, read_block
@@ -237,22 +314,22 @@ def test_fused_decode_block_matches_the_general_block(C, H, past, int8, bias, se
     block = read_block(quantize_tensors(tensors) if int8 else tensors, "layers.0")
     rng = np.random.default_rng(seed)
     history = rng.standard_normal((2, past + 1, C)).astype(np.float32)  # (B, S, C): row 1 is filler
-    one, two = KVCache(1, 1, H, past + 3, C // H), KVCache(1, 2, H, past + 3, C // H)
+    one, two = KVCache(1, 1, H, past + 3, C // H, dtype), KVCache(1, 2, H, past + 3, C // H, dtype)
     if past:
         block_forward(history[:1, :past], block, H, one)
         block_forward(history[:, :past], block, H, two)
         one.length = two.length = past
     x = history[:, past:]  # (2, 1, C)
-    spec = KVCache(1, 1, H, past + 3, C // H)
+    spec = KVCache(1, 1, H, past + 3, C // H, dtype)
     spec.keys[:], spec.values[:], spec.length = one.keys, one.values, past
     got = decode_block(x[:1], kernel_args(block), one, 0)  # (1, 1, C)
-    assert_close(got, decode_block_reference(x[:1], block, spec, 0), 1e-5, "decode_block vs reference")
-    assert_close(spec.keys[0, 0, :, : past + 1], one.keys[0, 0, :, : past + 1], 1e-5, "reference keys")
+    assert_close(got, decode_block_reference(x[:1], block, spec, 0), rtol, "decode_block vs reference")
+    assert_close(spec.keys[0, 0, :, : past + 1], one.keys[0, 0, :, : past + 1], rtol, "reference keys")
     want = block_forward(x, block, H, two)[:1]  # the general path (B = 2)
-    assert_close(got, want, 1e-5, "decode_block vs general path")
+    assert_close(got, want, rtol, "decode_block vs general path")
     n = past + 1
-    assert_close(one.keys[0, 0, :, :n], two.keys[0, 0, :, :n], 1e-5, "cached keys")
-    assert_close(one.values[0, 0, :, :n], two.values[0, 0, :, :n], 1e-5, "cached values")
+    assert_close(one.keys[0, 0, :, :n], two.keys[0, 0, :, :n], rtol, "cached keys")
+    assert_close(one.values[0, 0, :, :n], two.values[0, 0, :, :n], rtol, "cached values")
 
 
 @settings(deadline=None, max_examples=30)

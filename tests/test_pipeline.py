@@ -71,9 +71,22 @@ def test_int8_weights_load_and_generate(tiny_model_dir):
     assert len(audio) == fine.shape[1] * 320
 
 
+def test_float16_kv_caches_load_and_generate(tiny_model_dir):
+    """int8 weights with float16 caches: both causal stages make float16 caches (the fine stage
+    has none), and the pipeline runs through."""
+    model = barknp.load(tiny_model_dir, weights="int8", kv_cache="float16")
+    assert model.semantic.new_cache().keys.dtype == np.float16 and model.coarse.new_cache().dtype == np.float16
+    sem, coarse, fine, audio = short_generate(model, 0)
+    assert len(audio) == fine.shape[1] * 320 and np.isfinite(audio).all()
+
+
 def test_bad_device_and_weights_are_clear_errors(tiny_model_dir):
     with pytest.raises(barknp.BarkError, match="weights must be"):
         barknp.load(tiny_model_dir, weights="int4")
+    with pytest.raises(barknp.BarkError, match="kv cache dtype must be one of"):
+        barknp.load(tiny_model_dir, kv_cache="bfloat16")
+    with pytest.raises(barknp.BarkError, match="float16 KV cache runs on the CPU only"):
+        barknp.load(tiny_model_dir, device="cuda", kv_cache="float16")
     with pytest.raises(barknp.BarkError, match="not supported"):
         barknp.load(tiny_model_dir, device="tpu")
     from barknp.cuda import cuda_available

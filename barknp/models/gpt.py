@@ -24,6 +24,7 @@ from ..nn.attention import KVCache
 from ..nn.block import block_forward, read_block, read_layer_norm, read_linear, tensor
 from ..nn.fused import decode_block, kernel_args
 from ..nn.gemv import MAX_ROWS
+from ..nn.half import kv_dtype
 from ..nn.ops import layer_norm, linear, output_rows
 from ..threads import forward_workers
 from ..weights import load_stage
@@ -76,9 +77,10 @@ class CausalGPT:
     (block_size, C), ``layers`` (list of Block), ``layernorm_final``, ``lm_head`` (V_out, C).
     """
 
-    def __init__(self, config: GPTConfig, tensors: dict[str, np.ndarray], name: str = "gpt"):
+    def __init__(self, config: GPTConfig, tensors: dict[str, np.ndarray], name: str = "gpt", kv_cache="float32"):
         self.config = config.validate()
         self.name = name
+        self.kv_dtype = kv_dtype(kv_cache)  # what new_cache makes: float32, or float16 (reduced precision)
         self.input_embeds_layer = tensor(tensors, "input_embeds_layer.weight")
         self.position_embeds_layer = tensor(tensors, "position_embeds_layer.weight")
         self.layers = [read_block(tensors, f"layers.{i}") for i in range(config.num_layers)]
@@ -87,15 +89,17 @@ class CausalGPT:
         self.decode_args = [kernel_args(block) for block in self.layers]  # for one-sequence decode steps
 
     @classmethod
-    def load(cls, path: str, stage: str) -> "CausalGPT":
-        """Load ``semantic`` or ``coarse`` from a converted stage file."""
+    def load(cls, path: str, stage: str, kv_cache="float32") -> "CausalGPT":
+        """Load ``semantic`` or ``coarse`` from a converted stage file; ``kv_cache``: the dtype of
+        the caches :meth:`new_cache` makes ("float32" or "float16")."""
         config, tensors = load_stage(path, stage)
-        return cls(config_from_dict(GPTConfig, config), tensors, name=stage)
+        return cls(config_from_dict(GPTConfig, config), tensors, name=stage, kv_cache=kv_cache)
 
     def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
-        """An empty cache for ``batch`` sequences of up to ``max_len`` (default: block size) positions."""
+        """An empty cache for ``batch`` sequences of up to ``max_len`` (default: block size)
+        positions, of the model's ``kv_dtype``."""
         c = self.config
-        return KVCache(c.num_layers, batch, c.num_heads, max_len or c.block_size, c.head_dim)
+        return KVCache(c.num_layers, batch, c.num_heads, max_len or c.block_size, c.head_dim, self.kv_dtype)
 
     def check_pad(self, pad, B: int, T: int, cache: KVCache | None) -> np.ndarray | None:
         """The left-padding counts in force: given now (first call) or kept by the cache."""

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from ..threads import SERIAL, Workers
+from .half import from_cache, kernel_view, kv_dtype
 from .mathf import exp32
 from .ops import Linear
 
@@ -27,17 +28,23 @@ class Attention(NamedTuple):
 class KVCache:
     """Keys and values of every layer for up to ``max_len`` positions.
 
-    keys, values: (n_layer, B, n_head, max_len, head_dim) float32, valid up to ``length``.
-    A model's forward pass writes the new positions and then advances ``length``. ``pad`` (B,)
-    int64, set by the first forward of a left-padded batch, counts each sequence's padding.
+    keys, values: (n_layer, B, n_head, max_len, head_dim), valid up to ``length``; float32, or
+    float16 (``dtype``), which halves what a decode step reads from the cache and rounds every key
+    and value (a reduced-precision option: barknp/nn/half.py). A model's forward pass writes the
+    new positions and then advances ``length``. ``pad`` (B,) int64, set by the first forward of a
+    left-padded batch, counts each sequence's padding.
     """
 
-    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int):
+    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int, dtype=np.float32):
         shape = (n_layer, batch, n_head, max_len, head_dim)
-        self.keys = np.zeros(shape, dtype=np.float32)
-        self.values = np.zeros(shape, dtype=np.float32)
+        self.keys = np.zeros(shape, dtype=kv_dtype(dtype))
+        self.values = np.zeros(shape, dtype=self.keys.dtype)
         self.length = 0
         self.pad: np.ndarray | None = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.keys.dtype
 
     @property
     def batch(self) -> int:
@@ -62,7 +69,7 @@ class KVCache:
         """A new cache holding only the rows ``keep`` of this one: its valid positions and pad.
         (``barknp.cuda.models.CUDAKVCache`` overrides it: device arrays take no list index.)"""
         n_layer, _, n_head, max_len, head_dim = self.keys.shape
-        kept = KVCache(n_layer, len(keep), n_head, max_len, head_dim)
+        kept = KVCache(n_layer, len(keep), n_head, max_len, head_dim, self.dtype)
         n = self.length
         kept.keys[:, :, :, :n] = self.keys[:, keep, :, :n]  # (L, B', H, n, D)
         kept.values[:, :, :, :n] = self.values[:, keep, :, :n]
@@ -148,7 +155,8 @@ def attend_reference(
 ) -> np.ndarray:
     """Scaled dot-product attention in plain NumPy: the specification of :func:`attend`.
 
-    q (B, H, T, D), k and v (B, H, S, D) float32 -> (B, H, T, D) float32. Query t sits at absolute
+    q (B, H, T, D) float32, k and v (B, H, S, D) float32 (or float16, taken at their float32
+    values) -> (B, H, T, D) float32. Query t sits at absolute
     position ``causal_offset + t`` within k (``None``: non-causal, every key visible); ``key_start``
     (B,) int hides each sequence's first keys (its left padding).
     """
@@ -159,16 +167,17 @@ def attend_reference(
 
 @numba.njit(inline="always", fastmath=True, error_model="numpy")
 def attend_one(qt, keys, values, scale, scores, acc):
-    """One query over its visible keys: qt (D,), keys and values (n, D) float32 (n >= 1), scores
-    (n,) scratch -> acc (D,) = softmax(keys @ qt * scale) @ values. Loops run over arrays indexed
-    from 0, so that LLVM vectorises them (see masked_softmax)."""
+    """One query over its visible keys: qt (D,) float32, keys and values (n, D) float32 or float16
+    bits (uint16, see barknp/nn/half.py) with n >= 1, scores (n,) float32 scratch -> acc (D,) float32
+    = softmax(keys @ qt * scale) @ values. Loops run over arrays indexed from 0, so that LLVM
+    vectorises them (see masked_softmax)."""
     D = qt.shape[0]
     peak = np.float32(-np.inf)
     for j in range(scores.shape[0]):
         kj = keys[j]
         s = np.float32(0.0)
         for d in range(D):
-            s += qt[d] * kj[d]
+            s += qt[d] * from_cache(kj[d])
         scores[j] = s
         peak = max(peak, s)
     total = np.float32(0.0)
@@ -181,7 +190,7 @@ def attend_one(qt, keys, values, scale, scores, acc):
         p = scores[j]
         vj = values[j]
         for d in range(D):
-            acc[d] += p * vj[d]
+            acc[d] += p * from_cache(vj[d])
     inv = np.float32(1.0) / total
     for d in range(D):
         acc[d] *= inv
@@ -192,8 +201,8 @@ def attend_rows(q, k, v, length, scale, causal_offset, key_start, out):
     """:func:`attend_reference` fused for few query rows (decoding): scores, softmax and the
     weighted sum of values per (sequence, head), reading the keys and values where they lie.
 
-    q (B, H, T, D) float32; k and v (B, H, S_max, D) float32, C-contiguous (a cache's buffers),
-    of which the first ``length`` positions are keys; scale float32; causal_offset int (< 0:
+    q (B, H, T, D) float32; k and v (B, H, S_max, D) float32 or float16 bits (uint16),
+    C-contiguous (a cache's buffers), of which the first ``length`` positions are keys; scale float32; causal_offset int (< 0:
     non-causal); key_start (B,) int64 -> out (B, H, T, D) float32.
     """
     B, H, T, D = q.shape
@@ -228,7 +237,9 @@ def attend(
     """Scaled dot-product attention: the fast :func:`attend_reference`, same arguments and result.
 
     k and v may be longer than the keys: only their first ``length`` positions (default: all)
-    count, so a cache's whole buffers can be passed, which the fused kernel reads fastest.
+    count, so a cache's whole buffers can be passed, which the fused kernel reads fastest. They
+    may be float16 (a float16 cache): the fused kernel reads them as they are, the BLAS path
+    converts them to float32 first.
 
     Few query rows (decoding) go through the fused kernel :func:`attend_rows`. Many rows (a prefill,
     a fine pass) go through :func:`_attend_heads`, the heads shared among ``workers``
@@ -244,8 +255,10 @@ def attend(
     if T <= FUSED_MAX_ROWS:
         if not (k.flags.c_contiguous and v.flags.c_contiguous):
             k, v = np.ascontiguousarray(k[:, :, :length]), np.ascontiguousarray(v[:, :, :length])
-        return attend_rows(np.ascontiguousarray(q), k, v, length, scale, offset, starts, out)
+        return attend_rows(np.ascontiguousarray(q), kernel_view(k), kernel_view(v), length, scale, offset, starts, out)
     k, v = k[:, :, :length], v[:, :, :length]  # (B, H, S, D)
+    if k.dtype != np.float32:  # a float16 cache: BLAS multiplies float32
+        k, v = k.astype(np.float32), v.astype(np.float32)
 
     def run(share: list[tuple[int, slice]]) -> None:
         for b, heads in share:

@@ -22,6 +22,7 @@ import numpy as np
 from ..constants import LAYER_NORM_EPS
 from .attention import KVCache, attend_one, attend_reference
 from .gemv import _NO_SCALE, _dot, rows_matmul_reference
+from .half import kernel_view, to_cache
 from .ops import _NO_BIAS, gelu32, gelu_reference, layer_norm_reference, norm_row
 from .quant import QLinear
 
@@ -32,7 +33,7 @@ def _decode_block(
     in_w, in_s, in_b, out_w, out_s, out_b, keys, values, pos, eps, y,
 ):  # fmt: skip
     """x (C,) float32 -> y (C,) float32, writing this position's key and value at ``pos`` of keys
-    and values (H, max_len, D). Weights (out, in) float32 or int8 with scales (out,) ((0,) for
+    and values (H, max_len, D) float32 or float16 bits (uint16: barknp/nn/half.py). Weights (out, in) float32 or int8 with scales (out,) ((0,) for
     float32); biases (out,) or (0,)."""
     C = x.shape[0]
     H, _, D = keys.shape
@@ -44,8 +45,9 @@ def _decode_block(
         if qkv_s.shape[0]:
             acc *= qkv_s[o]
         qkv[o] = acc + qkv_b[o] if qkv_b.shape[0] else acc
-    keys[:, pos] = qkv[C : 2 * C].reshape(H, D)
-    values[:, pos] = qkv[2 * C :].reshape(H, D)
+    for i in range(C):  # this position's key and value, rounded to the cache's dtype
+        keys[i // D, pos, i % D] = to_cache(qkv[C + i], keys)
+        values[i // D, pos, i % D] = to_cache(qkv[2 * C + i], values)
     attended = np.empty(C, dtype=np.float32)  # (H D,), heads merged
     scale = np.float32(1.0 / math.sqrt(D))
     for head in numba.prange(H):
@@ -127,5 +129,6 @@ def decode_block(x: np.ndarray, args: tuple, cache: KVCache, layer: int) -> np.n
     """
     y = np.empty(x.shape[-1], dtype=np.float32)
     x = np.ascontiguousarray(x.reshape(-1))
-    _decode_block(x, *args, cache.keys[layer, 0], cache.values[layer, 0], cache.length, _EPS, y)
+    keys, values = kernel_view(cache.keys[layer, 0]), kernel_view(cache.values[layer, 0])  # (H, max_len, D)
+    _decode_block(x, *args, keys, values, cache.length, _EPS, y)
     return y.reshape(1, 1, -1)
