@@ -1,6 +1,7 @@
 """Decode throughput of batched semantic generation at the bark-small shape.
 
     python benchmarks/bench_batch.py [--batches 1 2 4 8] [--tokens 48] [--threads N] [--size small]
+                                     [--kv-cache float32|float16]
 
 Random weights (tools/random_weights.py, bark-small: 12 layers, width 768, no linear biases),
 drawn once in memory. For each batch size B the real batched loop,
@@ -55,7 +56,7 @@ class FixedTokenizer:
         return list(range(1000, 1024))
 
 
-def build_semantic(size: str):
+def build_semantic(size: str, kv_cache: str = "float32"):
     from bench_pipeline import SEEDS, gpt_config
     from random_weights import random_gpt_tensors
 
@@ -64,7 +65,7 @@ def build_semantic(size: str):
     c = gpt_config(size, "semantic")
     t = random_gpt_tensors(c.num_layers, c.hidden_size, c.input_vocab_size, c.output_vocab_size,
                            SEEDS["semantic"], bias=c.bias)
-    return CausalGPT(c, t, name="semantic")
+    return CausalGPT(c, t, name="semantic", kv_cache=kv_cache)
 
 
 def measure(model, batch: int, tokens: int) -> tuple[float, float, float]:
@@ -94,15 +95,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="BLAS and Numba threads (default: as they are)")
     p.add_argument("--size", choices=["small", "large"], default="small")
     p.add_argument("--repeat", type=int, default=2, help="runs per batch size; the best is kept")
+    p.add_argument("--kv-cache", choices=["float32", "float16"], default="float32",
+                   help="the KV caches' dtype (float16: the reduced-precision option)")
     args = p.parse_args()
 
     from barknp import threads
 
     if args.threads:
         threads.set_num_threads(args.threads)
-    model = build_semantic(args.size)
+    model = build_semantic(args.size, args.kv_cache)
     measure(model, 1, 4)  # warm-up: Numba kernels, page faults of the weights
-    print(f"semantic decode, bark-{args.size} shape, {args.tokens} tokens per row, threads {threads.get_num_threads()}")
+    print(f"semantic decode, bark-{args.size} shape, {args.kv_cache} KV cache, {args.tokens} tokens per row, "
+          f"threads {threads.get_num_threads()}")
     print(f"{'batch':>5} {'prefill s':>10} {'tokens/s':>10} {'ms/step':>8} {'forward %':>9} {'x batch 1':>9}")
     rates = {}
     for b in args.batches:
