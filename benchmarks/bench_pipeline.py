@@ -1,7 +1,8 @@
 """The whole Bark pipeline, stage by stage: barknp against Suno's original, transformers and the floor.
 
     python benchmarks/bench_pipeline.py [--size small|large] [--semantic-tokens 300] [--threads 2]
-                                        [--int8] [--kv16] [--no-voice] [--skip-torch] [--skip-suno] [--quick] [--profile]
+                                        [--int8] [--kv16] [--no-voice] [--skip-torch] [--skip-suno]
+                                        [--quick] [--profile]
 
 Every engine runs the same fixed workload with the same weights:
 
@@ -766,7 +767,8 @@ def main(argv=None) -> None:
     cols["floor f32"] = fl["f32"]
     if "int8" in fl:
         cols["floor int8"] = fl["int8"]
-    order = ["barknp f32", "barknp int8", "barknp int8 kv16", "Suno original", "transformers", "floor f32", "floor int8"]
+    order = ["barknp f32", "barknp int8", "barknp int8 kv16", "Suno original", "transformers",
+             "floor f32", "floor int8"]
     cols = {k: cols[k] for k in order if k in cols}
 
     L, C, H = SIZES[args.size]

@@ -108,7 +108,8 @@ def test_float16_cache_stays_near_the_float32_logits(golden, capsys):
     ids, want = golden["coarse_ids"][:1], golden["coarse_logits"][:1]  # (1, T), (1, T, V)
     cache = model.new_cache()
     assert cache.keys.dtype == np.float16
-    parts = [model.forward(ids[:, :2], cache)] + [model.forward(ids[:, t : t + 1], cache) for t in range(2, ids.shape[1])]
+    parts = [model.forward(ids[:, :2], cache)]  # a prefill, then one-call decode steps
+    parts += [model.forward(ids[:, t : t + 1], cache) for t in range(2, ids.shape[1])]
     err = assert_close(np.concatenate(parts, axis=1), want, 1e-2, "coarse logits, float16 cache")
     with capsys.disabled():
         print(f"\n  float16 KV cache: coarse logits within {err:.1e} (relative) of float32")

@@ -104,15 +104,17 @@ def test_attend_matches_reference(B, H, T, past, D, causal, padded, spare, half,
     rng = np.random.default_rng(seed)
     S = T + past if causal else T
     q = rng.standard_normal((B, H, T, D)).astype(np.float32)
-    k = rng.standard_normal((B, H, S + spare, D)).astype(np.float16 if half else np.float32)  # a cache's buffer: S valid
-    v = rng.standard_normal((B, H, S + spare, D)).astype(k.dtype)
+    dtype = np.float16 if half else np.float32
+    k = rng.standard_normal((B, H, S + spare, D)).astype(dtype)  # a cache's buffer: S valid
+    v = rng.standard_normal((B, H, S + spare, D)).astype(dtype)
     offset = past if causal else None
     starts = rng.integers(0, S, B) if padded else None
-    want = attend_loop_reference(q, k[:, :, :S].astype(np.float32), v[:, :, :S].astype(np.float32), offset, starts)
+    k32, v32 = k[:, :, :S].astype(np.float32), v[:, :, :S].astype(np.float32)  # (B, H, S, D)
+    want = attend_loop_reference(q, k32, v32, offset, starts)
     # Rounding follows the values averaged and the scores' terms, not the output, which can cancel
     # to ~0 (a weighted mean of values of both signs): bound it by max|v| (1 + max_s |q| . |k_s|).
-    score_terms = np.abs(q) @ np.abs(k[:, :, :S].astype(np.float32)).transpose(0, 1, 3, 2)  # (B, H, T, S)
-    magnitude = np.abs(v[:, :, :S].astype(np.float32)).max(axis=(2, 3))[:, :, None, None] * (1 + score_terms.max(-1, keepdims=True))
+    score_terms = np.abs(q) @ np.abs(k32).transpose(0, 1, 3, 2)  # (B, H, T, S)
+    magnitude = np.abs(v32).max(axis=(2, 3))[:, :, None, None] * (1 + score_terms.max(-1, keepdims=True))
     magnitude = np.broadcast_to(magnitude, want.shape)  # (B, H, T, D)
     assert_sums_close(attend(q, k, v, offset, starts, length=S), want, magnitude, 1e-5, "attend")
     assert_sums_close(attend_reference(q, k[:, :, :S], v[:, :, :S], offset, starts), want, magnitude, 1e-5, "attend_reference")

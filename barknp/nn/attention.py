@@ -156,9 +156,9 @@ def attend_reference(
     """Scaled dot-product attention in plain NumPy: the specification of :func:`attend`.
 
     q (B, H, T, D) float32, k and v (B, H, S, D) float32 (or float16, taken at their float32
-    values) -> (B, H, T, D) float32. Query t sits at absolute
-    position ``causal_offset + t`` within k (``None``: non-causal, every key visible); ``key_start``
-    (B,) int hides each sequence's first keys (its left padding).
+    values) -> (B, H, T, D) float32. Query t sits at absolute position ``causal_offset + t`` within
+    k (``None``: non-causal, every key visible); ``key_start`` (B,) int hides each sequence's first
+    keys (its left padding).
     """
     scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
     probs = masked_softmax_reference(scores, 1.0 / math.sqrt(q.shape[-1]), causal_offset, key_start)
@@ -202,8 +202,8 @@ def attend_rows(q, k, v, length, scale, causal_offset, key_start, out):
     weighted sum of values per (sequence, head), reading the keys and values where they lie.
 
     q (B, H, T, D) float32; k and v (B, H, S_max, D) float32 or float16 bits (uint16),
-    C-contiguous (a cache's buffers), of which the first ``length`` positions are keys; scale float32; causal_offset int (< 0:
-    non-causal); key_start (B,) int64 -> out (B, H, T, D) float32.
+    C-contiguous (a cache's buffers), of which the first ``length`` positions are keys; scale
+    float32; causal_offset int (< 0: non-causal); key_start (B,) int64 -> out (B, H, T, D) float32.
     """
     B, H, T, D = q.shape
     for r in numba.prange(B * H):
@@ -255,7 +255,8 @@ def attend(
     if T <= FUSED_MAX_ROWS:
         if not (k.flags.c_contiguous and v.flags.c_contiguous):
             k, v = np.ascontiguousarray(k[:, :, :length]), np.ascontiguousarray(v[:, :, :length])
-        return attend_rows(np.ascontiguousarray(q), kernel_view(k), kernel_view(v), length, scale, offset, starts, out)
+        q, k, v = np.ascontiguousarray(q), kernel_view(k), kernel_view(v)
+        return attend_rows(q, k, v, length, scale, offset, starts, out)
     k, v = k[:, :, :length], v[:, :, :length]  # (B, H, S, D)
     if k.dtype != np.float32:  # a float16 cache: BLAS multiplies float32
         k, v = k.astype(np.float32), v.astype(np.float32)

@@ -33,8 +33,8 @@ def _decode_block(
     in_w, in_s, in_b, out_w, out_s, out_b, keys, values, pos, eps, y,
 ):  # fmt: skip
     """x (C,) float32 -> y (C,) float32, writing this position's key and value at ``pos`` of keys
-    and values (H, max_len, D) float32 or float16 bits (uint16: barknp/nn/half.py). Weights (out, in) float32 or int8 with scales (out,) ((0,) for
-    float32); biases (out,) or (0,)."""
+    and values (H, max_len, D) float32 or float16 bits (uint16: barknp/nn/half.py). Weights
+    (out, in) float32 or int8 with scales (out,) ((0,) for float32); biases (out,) or (0,)."""
     C = x.shape[0]
     H, _, D = keys.shape
     h = np.empty(C, dtype=np.float32)
