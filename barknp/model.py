@@ -156,15 +156,15 @@ def load(path_or_repo: str = "suno/bark-small", *, home: str | None = None, offl
 
     if device not in ("cpu", "cuda"):
         raise BarkError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
+    half_cache = kv_dtype(kv_cache) != np.float32  # validates it too, before anything is converted
     if device == "cuda":
         from .cuda import require_cuda
 
         if weights != "float32":
             raise BarkError("int8 weights run on the CPU only; use device='cpu' or weights='float32'")
-        if kv_cache != "float32":
+        if half_cache:
             raise BarkError("a float16 KV cache runs on the CPU only; use device='cpu' or kv_cache='float32'")
         require_cuda()  # fail before converting or loading anything
-    kv_dtype(kv_cache)
     model = Bark.from_dir(locate(path_or_repo, home=home, offline=offline, progress=progress), weights=weights,
                           kv_cache=kv_cache)
     if device == "cuda":

@@ -45,9 +45,10 @@ def _decode_block(
         if qkv_s.shape[0]:
             acc *= qkv_s[o]
         qkv[o] = acc + qkv_b[o] if qkv_b.shape[0] else acc
-    for i in range(C):  # this position's key and value, rounded to the cache's dtype
-        keys[i // D, pos, i % D] = to_cache(qkv[C + i], keys)
-        values[i // D, pos, i % D] = to_cache(qkv[2 * C + i], values)
+    for head in range(H):  # this position's key and value, in the cache's dtype
+        for d in range(D):
+            keys[head, pos, d] = to_cache(qkv[C + head * D + d], keys)
+            values[head, pos, d] = to_cache(qkv[2 * C + head * D + d], values)
     attended = np.empty(C, dtype=np.float32)  # (H D,), heads merged
     scale = np.float32(1.0 / math.sqrt(D))
     for head in numba.prange(H):
