@@ -444,6 +444,9 @@ def test_fine_one_codebook(dev):
     assert_rel(gpu.forward(3, codes), cpu.forward(3, codes), what="fine codebook 3")
     assert_rel(gpu.forward(3, codes, first=4, vocab=(2, 9)), cpu.forward(3, codes)[:, 4:, 2:9],
                what="fine codebook 3, frames from 4, ids 2..8")
+    pair = np.concatenate([codes, codes[:, ::-1]])  # (2, 7, 8): a batch keeps its rows' frames on the host
+    assert_rel(gpu.forward(2, pair, first=3, vocab=(0, 5)), cpu.forward(2, pair)[:, 3:, :5],
+               what="fine codebook 2, batch of 2, frames from 3, ids 0..4")
     with pytest.raises(BarkError, match="first must be"):
         gpu.forward(3, codes, first=7)
     with pytest.raises(BarkError, match="codebook_idx"):

@@ -205,8 +205,9 @@ class CUDAFineGPT:
 
     def forward(self, codebook_idx: int, codes, first: int = 0, vocab: tuple[int, int] | None = None) -> np.ndarray:
         """As ``FineGPT.forward``: codes (B, T, n_codes_total) int -> float32 logits
-        (B, T - first, V') on the host. The device computes every frame and id (no last-block trim
-        here); the host keeps the frames from ``first`` and the ids ``vocab``."""
+        (B, T - first, V') on the host. The blocks run for every frame (no last-block trim here);
+        the head computes only the ids ``vocab``, and for one sequence only the frames from ``first``
+        (a batch's rows are not contiguous there, so the host drops their earlier frames)."""
         c = self.config
         dev = self.dev
         codebook_idx, codes = check_fine_inputs(c, codebook_idx, codes)
@@ -223,8 +224,9 @@ class CUDAFineGPT:
         for block in self.layers:
             block_forward(dev, x, block, c.num_heads, scratch.keys[0], scratch.values[0], T, 0, causal=False)
         h = dev.layer_norm(x, self.layernorm_final.weight, self.layernorm_final.bias)  # (B*T, C)
-        logits = dev.linear(h, head)  # (B*T, V)
-        return np.ascontiguousarray(logits.copy_to_host().reshape(B, T, -1)[:, int(first) :, start:stop])
+        skip = int(first) if B == 1 else 0  # frames the head leaves out on the device
+        logits = dev.linear(h[skip:], head[start:stop])  # (B*T - skip, V')
+        return np.ascontiguousarray(logits.copy_to_host().reshape(B, T - skip, -1)[:, int(first) - skip :])
 
 
 class CUDACodec:
