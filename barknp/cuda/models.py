@@ -210,10 +210,8 @@ class CUDAFineGPT:
         (a batch's rows are not contiguous there, so the host drops their earlier frames)."""
         c = self.config
         dev = self.dev
-        codebook_idx, codes = check_fine_inputs(c, codebook_idx, codes)
+        codebook_idx, codes, first = check_fine_inputs(c, codebook_idx, codes, first)
         B, T, _ = codes.shape
-        if not 0 <= int(first) < T:
-            raise BarkError(f"fine: first must be in [0, {T}), got {first}")
         head = self.lm_heads[codebook_idx - c.n_codes_given]  # (V, C) on the device
         start, stop = check_vocab("fine", vocab, head.shape[0])
         n = codebook_idx + 1
@@ -224,9 +222,9 @@ class CUDAFineGPT:
         for block in self.layers:
             block_forward(dev, x, block, c.num_heads, scratch.keys[0], scratch.values[0], T, 0, causal=False)
         h = dev.layer_norm(x, self.layernorm_final.weight, self.layernorm_final.bias)  # (B*T, C)
-        skip = int(first) if B == 1 else 0  # frames the head leaves out on the device
+        skip = first if B == 1 else 0  # frames the head leaves out on the device
         logits = dev.linear(h[skip:], head[start:stop])  # (B*T - skip, V')
-        return np.ascontiguousarray(logits.copy_to_host().reshape(B, T - skip, -1)[:, int(first) - skip :])
+        return np.ascontiguousarray(logits.copy_to_host().reshape(B, T - skip, -1)[:, first - skip :])
 
 
 class CUDACodec:

@@ -21,8 +21,8 @@ from ..weights import load_stage
 from .gpt import check_ids, check_vocab
 
 
-def check_fine_inputs(config: GPTConfig, codebook_idx, codes) -> tuple[int, np.ndarray]:
-    """Validate a fine forward's arguments; returns (codebook_idx as int, codes as int64)."""
+def check_fine_inputs(config: GPTConfig, codebook_idx, codes, first=0) -> tuple[int, np.ndarray, int]:
+    """Validate a fine forward's arguments; returns (codebook_idx as int, codes as int64, first as int)."""
     c = config
     if not (c.n_codes_given <= int(codebook_idx) < c.n_codes_total):
         raise BarkError(f"fine: codebook_idx must be in [{c.n_codes_given}, {c.n_codes_total}), got {codebook_idx}")
@@ -31,7 +31,9 @@ def check_fine_inputs(config: GPTConfig, codebook_idx, codes) -> tuple[int, np.n
         raise BarkError(f"fine: codes must have shape (B, T, {c.n_codes_total}), got {codes.shape}")
     if codes.shape[1] > c.block_size:
         raise BarkError(f"fine: {codes.shape[1]} frames exceed the block size {c.block_size}")
-    return int(codebook_idx), codes
+    if not 0 <= int(first) < codes.shape[1]:
+        raise BarkError(f"fine: first must be in [0, {codes.shape[1]}), got {first}")
+    return int(codebook_idx), codes, int(first)
 
 
 class FineGPT:
@@ -70,11 +72,9 @@ class FineGPT:
         Returns float32 logits (B, T - first, stop - start).
         """
         c = self.config
-        codebook_idx, codes = check_fine_inputs(c, codebook_idx, codes)
+        codebook_idx, codes, first = check_fine_inputs(c, codebook_idx, codes, first)
         B, T, _ = codes.shape
-        if not 0 <= int(first) < T:
-            raise BarkError(f"fine: first must be in [0, {T}), got {first}")
-        n = T - int(first)  # frames whose logits are wanted
+        n = T - first  # frames whose logits are wanted
         head = self.lm_heads[codebook_idx - c.n_codes_given]  # (V, C)
         head = head[slice(*check_vocab("fine", vocab, head.shape[0]))]  # (V', C) view
         x = self.input_embeds_layers[0][codes[:, :, 0]]  # (B, T, C)
