@@ -169,7 +169,7 @@ class CausalGPT:
                 x = decode_block(x, args, cache, i)
             cache.length = past + 1
             return self.head(x.reshape(1, -1), lm_head).reshape(1, 1, -1)  # (1, 1, V)
-        scratch: dict = {}  # int8 weights packed for many rows, buffers reused from layer to layer
+        scratch: dict = {}  # int8 weights' float32 copies, reused from layer to layer
         last = len(self.layers) - 1
         with forward_workers(B * T, MAX_ROWS) as workers:
             for i, block in enumerate(self.layers):

@@ -15,7 +15,7 @@ from ..threads import SERIAL, Workers
 from .attention import Attention, KVCache, attend_qkv
 from .gemv import MAX_ROWS
 from .ops import LayerNorm, Linear, gelu, layer_norm, linear
-from .quant import QLinear, packed
+from .quant import QLinear, dequantized_weight
 
 
 class MLP(NamedTuple):
@@ -51,7 +51,7 @@ def block_forward(
     chunk of rows each, and attention a share of the heads each. (A causal model's decode step of
     one sequence uses :func:`~barknp.nn.fused.decode_block` instead, which computes the same.)
     ``scratch``: a dict the caller keeps across its layers, where a many-row call of an int8 block
-    keeps the buffers of its packed weights (see :func:`packed_block`). ``out_rows``: a model's
+    keeps the buffers of its float32 weights (see :func:`float32_block`). ``out_rows``: a model's
     last block, when only the last positions' logits are wanted, still caches every position's keys
     and values but skips the other positions' attention, projection and MLP (6–15 % of a coarse
     prefill: benchmarks/NOTES.md, session 5).
@@ -60,7 +60,7 @@ def block_forward(
     n = T if out_rows is None else out_rows
     rows = x.reshape(B * T, C)
     if B * T > MAX_ROWS:
-        block = packed_block(block, workers, scratch)
+        block = float32_block(block, workers, scratch)
 
     def qkv_rows(r):  # (n, C) -> (n, 3C)
         return linear(layer_norm(r, block.layernorm_1), block.attn.att_proj)
@@ -76,26 +76,27 @@ def block_forward(
     return workers.map_rows(rest_rows, C, kept, attended.reshape(B * n, C)).reshape(B, n, C)
 
 
-def packed_block(block: Block, workers: Workers = SERIAL, scratch: dict | None = None) -> Block:
-    """The block with any int8 linear packed for many-row products (:mod:`.qmatmul`), once per
-    call and shared by every worker (each packing per row chunk would do the work twice). The
-    panels go into ``scratch`` (by role, reused by the next layer's call), or into new arrays
-    without one. A float32 block is returned as it is."""
+def float32_block(block: Block, workers: Workers = SERIAL, scratch: dict | None = None) -> Block:
+    """The block with any int8 linear dequantized to float32, for a many-row call: compute-bound
+    there, BLAS on float32 beats int8 weights, and dequantizing once per call lets every worker
+    share the result (each dequantizing per row chunk did the work twice). The float32 weights go
+    into ``scratch`` (by role, reused by the next layer's call), or into new arrays without one."""
     scratch = {} if scratch is None else scratch
 
-    def pack(role, layer):
+    def f32(role, layer):
         if not isinstance(layer, QLinear):
             return layer
-        layer = packed(layer, workers, out=scratch.get(role))
-        scratch[role] = layer.panels
-        return layer
+        buffer = scratch.get(role)
+        if buffer is None or buffer.shape != layer.weight.shape:
+            buffer = scratch[role] = np.empty(layer.weight.shape, dtype=np.float32)
+        return Linear(dequantized_weight(layer, workers, out=buffer), layer.bias)
 
     attn, mlp = block.attn, block.mlp
     return Block(
         layernorm_1=block.layernorm_1,
-        attn=Attention(att_proj=pack("att_proj", attn.att_proj), out_proj=pack("out_proj", attn.out_proj)),
+        attn=Attention(att_proj=f32("att_proj", attn.att_proj), out_proj=f32("out_proj", attn.out_proj)),
         layernorm_2=block.layernorm_2,
-        mlp=MLP(in_proj=pack("in_proj", mlp.in_proj), out_proj=pack("mlp_out_proj", mlp.out_proj)),
+        mlp=MLP(in_proj=f32("in_proj", mlp.in_proj), out_proj=f32("mlp_out_proj", mlp.out_proj)),
     )
 
 

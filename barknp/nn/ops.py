@@ -18,7 +18,6 @@ import numpy as np
 from ..constants import LAYER_NORM_EPS
 from .gemv import MAX_ROWS, rows_matmul
 from .mathf import erf32
-from .qmatmul import PackedQLinear, qmatmul
 from .quant import QLinear, qlinear
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -44,13 +43,10 @@ def linear(x: np.ndarray, layer: Linear | QLinear) -> np.ndarray:
 
     A decode step's few rows go through :func:`~barknp.nn.gemv.rows_matmul`, which streams the
     weight once for all of them; more rows go to BLAS, through ``W.T``, a transposed view that it
-    reads in place. An int8 layer (:class:`~barknp.nn.quant.QLinear`, or one packed for many rows,
-    :class:`~barknp.nn.qmatmul.PackedQLinear`) goes through its own path.
+    reads in place. An int8 layer (:class:`~barknp.nn.quant.QLinear`) goes through its own path.
     """
     if isinstance(layer, QLinear):
         return qlinear(x, layer)
-    if isinstance(layer, PackedQLinear):  # an int8 layer already packed for many rows
-        return qmatmul(x.reshape(-1, x.shape[-1]), layer).reshape(*x.shape[:-1], -1)
     rows = x.size // x.shape[-1]
     if rows <= MAX_ROWS:
         y = rows_matmul(x.reshape(rows, -1), layer.weight).reshape(*x.shape[:-1], -1)  # (..., out)

@@ -1,25 +1,30 @@
 """int8 weight-only linear layers: one float32 scale per output row.
 
 Decoding one token is bound by reading the weights, so storing them as int8 reads a quarter of
-the bytes. Each row's weights are ``q * scale`` with q in [-127, 127].
+the bytes. Activations stay float32; each row's weights are ``q * scale`` with q in [-127, 127].
 
 Few rows of input (decoding) go through :func:`~barknp.nn.gemv.rows_matmul`, which converts int8
-to float32 in registers: the activations stay float32. Many rows (a prefill) are compute-bound,
-and go through :mod:`.qmatmul`: activations quantized per row to int16, integer multiply-adds
-(~1.35x float32 sgemm here). The weight is packed for it per call (:func:`packed`; a transformer
-block packs its layers once per call, shared by the forward's workers, into buffers reused from
-layer to layer). Never is a float32 or int16 copy of the whole model kept.
+to float32 in registers. Many rows (a prefill) are compute-bound, so they run on float32 weights
+through BLAS: a transformer block dequantizes its layer's weights once per call
+(:func:`dequantized_weight`, shared by the forward's workers, into buffers reused from layer to
+layer; ~28 MB at the bark-small width),
+and :func:`qlinear` on many rows elsewhere dequantizes blocks of weight rows into a reused buffer.
+Never is a float32 copy of the whole model made.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from ..threads import SERIAL, Workers
 from .gemv import MAX_ROWS, rows_matmul
-from .qmatmul import PANEL, PackedQLinear, pack_weight, packed_linear, packed_shape, qmatmul
+
+# Bytes of dequantized float32 weight per BLAS call of a prefill: large enough for an efficient
+# product (512 KB blocks measured ~20 % slower), small enough to stay in the L3 cache.
+DEQUANT_BLOCK_BYTES = 1 << 21
 
 
 class QLinear(NamedTuple):
@@ -38,31 +43,47 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
+@numba.njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
+def _dequantize_into(q, scale, out):  # q (R, K) int8, scale (R,) f32 -> out (R, K) f32, one pass
+    for r in range(q.shape[0]):
+        s = scale[r]
+        for i in range(q.shape[1]):
+            out[r, i] = np.float32(q[r, i]) * s
+    return out
+
+
 def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """(out, in) int8 and (out,) float32 -> (out, in) float32."""
     return q.astype(np.float32) * scale[:, None]
 
 
-def packed(layer: QLinear, workers: Workers = SERIAL, out: np.ndarray | None = None) -> PackedQLinear:
-    """The layer packed for many-row products (:func:`~barknp.nn.qmatmul.pack_weight`), each
-    worker packing a share of its panels, into ``out`` when it has the right shape: a reused
-    buffer, because fresh pages for every layer cost more in page faults than the packing."""
-    q = layer.weight
-    shape = packed_shape(q.shape)
-    out = np.empty(shape, dtype=np.int16) if out is None or out.shape != shape else out
-    step = -(-shape[0] // workers.count)  # panels per worker
-    shares = [slice(p, min(shape[0], p + step)) for p in range(0, shape[0], step)]
-    workers.map(lambda s: pack_weight(q[s.start * PANEL : s.stop * PANEL], out[s]), shares)
-    return packed_linear(out, layer.scale, layer.bias, q.shape[1])
+def dequantized_weight(layer: QLinear, workers: Workers = SERIAL, out: np.ndarray | None = None) -> np.ndarray:
+    """The layer's weight as float32 (out, in), each worker dequantizing a share of its rows, into
+    ``out`` when given: a reused buffer, because writing 28 MB of fresh pages per layer cost more
+    in page faults than the dequantization itself (~180 against ~20 ms per bark-small prefill)."""
+    q, scale = layer.weight, layer.scale
+    out = np.empty(q.shape, dtype=np.float32) if out is None else out
+    step = -(-q.shape[0] // workers.count)
+    shares = [slice(i, i + step) for i in range(0, q.shape[0], step)]
+    workers.map(lambda rows: _dequantize_into(q[rows], scale[rows], out[rows]), shares)
+    return out
 
 
 def qlinear(x: np.ndarray, layer: QLinear) -> np.ndarray:
     """x (..., in) float32 -> (..., out) float32 through int8 weights."""
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])  # (N, in)
-    if x2.shape[0] > MAX_ROWS:
-        return qmatmul(x2, packed(layer)).reshape(*lead, -1)
-    y = rows_matmul(x2, layer.weight, layer.scale)  # (N, out)
+    if x2.shape[0] <= MAX_ROWS:
+        y = rows_matmul(x2, layer.weight, layer.scale)  # (N, out)
+    else:
+        out_rows, k = layer.weight.shape
+        step = max(1, DEQUANT_BLOCK_BYTES // (4 * k))  # weight rows per block
+        block = np.empty((step, k), dtype=np.float32)  # reused: a fresh one per block page-faults
+        y = np.empty((x2.shape[0], out_rows), dtype=np.float32)  # (N, out)
+        for o in range(0, out_rows, step):
+            rows = min(step, out_rows - o)
+            _dequantize_into(layer.weight[o : o + rows], layer.scale[o : o + rows], block[:rows])
+            np.matmul(x2, block[:rows].T, out=y[:, o : o + rows])
     if layer.bias is not None:
         y += layer.bias
     return y.reshape(*lead, -1)
