@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
+from .allocator import keep_freed_memory
+
 # Setter symbols by library family, newest spellings first.
 _SETTERS = (
     "scipy_openblas_set_num_threads64_",
@@ -165,10 +167,12 @@ SERIAL = Workers()  # no threads: work runs where it is called
 def forward_workers(rows: int, min_rows: int) -> Iterator[Workers]:
     """Workers for a forward over ``rows`` rows: :data:`SERIAL`, with the thread counts untouched,
     up to ``min_rows`` (a decode step, whose Numba kernels thread themselves); beyond it, one
-    Python thread per BLAS thread, BLAS single-threaded meanwhile (see the module docstring)."""
+    Python thread per BLAS thread, BLAS single-threaded meanwhile (see the module docstring), and
+    malloc told to keep freed memory (:func:`barknp.allocator.keep_freed_memory`)."""
     if rows <= min_rows:
         yield SERIAL
         return
+    keep_freed_memory()  # its temporaries come back every layer: no fresh pages for each
     with single_threaded_blas() as count:
         if count == 1:
             yield SERIAL

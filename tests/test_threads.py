@@ -75,3 +75,36 @@ def test_a_workers_exception_reaches_the_caller(two_blas_threads):
     with forward_workers(rows=100, min_rows=16) as workers, pytest.raises(ValueError, match="second chunk"):
         workers.map_rows(fn, 1, x)
     assert threads.get_num_threads()["blas"] == 2
+
+
+def test_freed_memory_is_kept_for_the_next_forward():
+    """After keep_freed_memory (which every many-row forward calls), an array of a size just
+    freed takes no fresh pages: the 16 MB below would otherwise cost hundreds of page faults."""
+    import resource
+
+    from barknp.allocator import keep_freed_memory
+
+    def faults_of_a_recurring_array() -> int:
+        a = np.ones(4 << 20, dtype=np.float32)  # 16 MB, like a prefill's MLP rows
+        del a
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        b = np.ones(4 << 20, dtype=np.float32)  # the same size again, touched in full
+        assert b[-1] == 1.0
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    if not keep_freed_memory():
+        pytest.skip("the C library is not glibc: malloc's thresholds cannot be set")
+    assert keep_freed_memory() is True  # once per process, then cached
+    faults = [faults_of_a_recurring_array() for _ in range(3)]
+    assert max(faults) <= 8, f"page faults re-allocating a freed 16 MB array: {faults}"
+
+
+def test_many_row_forwards_keep_freed_memory(monkeypatch):
+    calls = []
+    monkeypatch.setattr(threads, "keep_freed_memory", lambda: calls.append(1))
+    with forward_workers(3, 16):
+        pass
+    assert calls == []  # a decode step allocates nothing large
+    with forward_workers(100, 16):
+        pass
+    assert calls == [1]
