@@ -4,10 +4,11 @@ A prefill or a fine pass allocates and frees dozens of arrays of 1-17 MB per lay
 projection's rows, the MLP's hidden rows, attention scores). glibc's malloc serves requests this
 large with fresh ``mmap`` pages and hands freed memory back to the kernel, so every layer pays the
 page faults and the kernel's zeroing of those pages again. Measured on the 2-core development
-machine (benchmarks/NOTES.md, session 7): a coarse prefill of 887 positions 1449 -> 1199 ms and a
-fine pass 1822 -> 1653 ms once freed memory is kept for reuse; peak RSS unchanged (1003 against
-1005 MB), because the same sizes come back layer after layer. The price: memory freed after a
-forward stays with the process (up to one forward's temporaries) instead of going back to the OS.
+machine (benchmarks/NOTES.md, session 7), three process pairs without and with freed memory kept:
+a coarse prefill of 887 positions 1297 / 1437 / 1349 -> 1214 / 1121 / 1283 ms, a fine pass within
+the noise; peak RSS unchanged (1003 against 1005 MB), because the same sizes come back layer after
+layer. The price: memory freed after a forward stays with the process (up to one forward's
+temporaries) instead of going back to the OS.
 
 :func:`keep_freed_memory` raises malloc's two thresholds through ``mallopt``, once per process.
 It changes the allocator of the whole process, as the BLAS thread count does, so barknp calls it
