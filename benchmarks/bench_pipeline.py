@@ -2,7 +2,7 @@
 
     python benchmarks/bench_pipeline.py [--size small|large] [--semantic-tokens 300] [--threads 2]
                                         [--int8] [--kv16] [--no-voice] [--skip-torch] [--skip-suno]
-                                        [--quick] [--profile]
+                                        [--quick] [--profile] [--repeat N]
 
 Every engine runs the same fixed workload with the same weights:
 
@@ -18,7 +18,9 @@ Every engine runs the same fixed workload with the same weights:
 * ``--kv16`` adds barknp with int8 weights and float16 KV caches, a reduced-precision option
   (its error against float32: benchmarks/bench_int8_quality.py);
 * each engine runs in its own fresh process (so its peak RSS is its own), after a short warm-up
-  (Numba compilation), with ``--threads`` threads for BLAS, Numba and torch.
+  (Numba compilation), with ``--threads`` threads for BLAS, Numba and torch;
+* ``--repeat N`` runs every engine N times, interleaved, and reports each row's median and the
+  end-to-end times and ratios of every round: on a shared machine one round's ratio moves by 20 %.
 
 Timings come from wrappers around each model's forward call: time to first token is the time
 from the stage's start to the second forward call (prefill plus the first draw); decode ms/token
@@ -633,6 +635,16 @@ ROWS = [  # (label, key, unit scale, unit)
 ]
 
 
+def median_result(runs: list[dict]) -> dict:
+    """One engine's rounds -> each numeric measurement's median; anything else (the tokens) from
+    the first round."""
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(np.median([r[key] for r in runs if isinstance(r.get(key), (int, float))]))
+    return out
+
+
 def fmt(v) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "-"
@@ -688,6 +700,8 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-torch", action="store_true", help="skip the transformers column")
     ap.add_argument("--skip-suno", action="store_true", help="skip Suno's original (torch)")
     ap.add_argument("--skip-cold", action="store_true", help="skip the cold/warm first-token processes")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="N rounds of every engine, interleaved; the table gives each row's median")
     ap.add_argument("--no-voice", action="store_true", help="no voice prompt (default: v2/en_speaker_6)")
     ap.add_argument("--quick", action="store_true", help="60 semantic tokens (unless --semantic-tokens is given)")
     ap.add_argument("--profile", action="store_true", help="also profile barknp float32 per stage (cProfile, separate run)")
@@ -702,6 +716,8 @@ def main(argv=None) -> None:
         args.semantic_tokens = 60
     if args.semantic_tokens < 2:
         ap.error("--semantic-tokens must be at least 2")
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     args.workdir = Path(args.workdir or f"/tmp/barknp-bench-{args.size}")
 
     if args.child:
@@ -728,26 +744,22 @@ def main(argv=None) -> None:
         have_torch = True
     except ImportError:
         have_torch = False
-    results: dict[str, dict] = {}
-    r = spawn(args, "barknp")
-    if r:
-        results["barknp f32"] = r
+    engines = [("barknp f32", "barknp", [])]
     if args.int8:
-        r = spawn(args, "barknp", ["--int8"])
-        if r:
-            results["barknp int8"] = r
+        engines.append(("barknp int8", "barknp", ["--int8"]))
     if args.kv16:
-        r = spawn(args, "barknp", ["--int8", "--kv16"])
-        if r:
-            results["barknp int8 kv16"] = r
+        engines.append(("barknp int8 kv16", "barknp", ["--int8", "--kv16"]))
     if have_torch and not args.skip_suno:
-        r = spawn(args, "suno")
-        if r:
-            results["Suno original"] = r
+        engines.append(("Suno original", "suno", []))
     if have_torch and not args.skip_torch:
-        r = spawn(args, "transformers", ["--shape", json.dumps(shape)])
-        if r:
-            results["transformers"] = r
+        engines.append(("transformers", "transformers", ["--shape", json.dumps(shape)]))
+    rounds: dict[str, list[dict]] = {col: [] for col, _, _ in engines}
+    for _ in range(args.repeat):  # engines interleaved, so a slow spell of the machine hits each
+        for col, kind, extra in engines:
+            r = spawn(args, kind, extra)
+            if r:
+                rounds[col].append(r)
+    results = {col: median_result(runs) for col, runs in rounds.items() if runs}
     if not args.skip_cold:
         engines = [("barknp f32", "barknp")] + ([("barknp int8", "barknp-int8")] if args.int8 else [])
         if have_torch and not args.skip_suno:
@@ -802,6 +814,13 @@ def main(argv=None) -> None:
                           f"the first at index {tuple(int(i) for i in first)}")
     print()
     print_table(cols, "\n".join(header))
+    if args.repeat > 1:
+        print(f"\nmedians of {args.repeat} interleaved rounds; end to end by round, s: "
+              + "; ".join(f"{col} " + " / ".join(f"{r['e2e_s']:.1f}" for r in runs) for col, runs in rounds.items()))
+        for col in ("barknp f32", "barknp int8"):
+            if rounds.get(col) and rounds.get("Suno original"):
+                ratios = [s["e2e_s"] / r["e2e_s"] for r, s in zip(rounds[col], rounds["Suno original"])]
+                print(f"{col} faster than Suno's by round: " + " / ".join(f"{x:.2f}x" for x in ratios))
     print("\nSuno's codec row is transformers' EncodecModel (the encodec package is not installed); transformers'"
           " rows: forward + argmax only.")
     print(f"(benchmark wall time {time.time() - t_start:.0f} s)")
@@ -815,8 +834,11 @@ def main(argv=None) -> None:
             c.pop("tokens", None)
         tmp = f"{args.json}.tmp-{os.getpid()}"
         with open(tmp, "w") as f:
+            for runs in rounds.values():
+                for r in runs:
+                    r.pop("tokens", None)
             json.dump({"args": {k: str(v) for k, v in vars(args).items()}, "shape": shape, "columns": cols,
-                       "rates": rates, "load": [load0, load1]}, f, indent=1)
+                       "rounds": rounds, "rates": rates, "load": [load0, load1]}, f, indent=1)
         os.replace(tmp, args.json)
 
 
