@@ -753,13 +753,11 @@ def main(argv=None) -> None:
         engines.append(("Suno original", "suno", []))
     if have_torch and not args.skip_torch:
         engines.append(("transformers", "transformers", ["--shape", json.dumps(shape)]))
-    rounds: dict[str, list[dict]] = {col: [] for col, _, _ in engines}
+    rounds: dict[str, list[dict | None]] = {col: [] for col, _, _ in engines}  # None: that round failed
     for _ in range(args.repeat):  # engines interleaved, so a slow spell of the machine hits each
         for col, kind, extra in engines:
-            r = spawn(args, kind, extra)
-            if r:
-                rounds[col].append(r)
-    results = {col: median_result(runs) for col, runs in rounds.items() if runs}
+            rounds[col].append(spawn(args, kind, extra))
+    results = {col: median_result([r for r in runs if r]) for col, runs in rounds.items() if any(runs)}
     if not args.skip_cold:
         engines = [("barknp f32", "barknp")] + ([("barknp int8", "barknp-int8")] if args.int8 else [])
         if have_torch and not args.skip_suno:
@@ -816,11 +814,13 @@ def main(argv=None) -> None:
     print_table(cols, "\n".join(header))
     if args.repeat > 1:
         print(f"\nmedians of {args.repeat} interleaved rounds; end to end by round, s: "
-              + "; ".join(f"{col} " + " / ".join(f"{r['e2e_s']:.1f}" for r in runs) for col, runs in rounds.items()))
+              + "; ".join(f"{col} " + " / ".join(f"{r['e2e_s']:.1f}" if r else "failed" for r in runs)
+                          for col, runs in rounds.items()))
         for col in ("barknp f32", "barknp int8"):
-            if rounds.get(col) and rounds.get("Suno original"):
-                ratios = [s["e2e_s"] / r["e2e_s"] for r, s in zip(rounds[col], rounds["Suno original"])]
-                print(f"{col} faster than Suno's by round: " + " / ".join(f"{x:.2f}x" for x in ratios))
+            if col in rounds and "Suno original" in rounds:
+                ratios = [f"{s['e2e_s'] / r['e2e_s']:.2f}x" if r and s else "-"
+                          for r, s in zip(rounds[col], rounds["Suno original"])]
+                print(f"{col} faster than Suno's by round: " + " / ".join(ratios))
     print("\nSuno's codec row is transformers' EncodecModel (the encodec package is not installed); transformers'"
           " rows: forward + argmax only.")
     print(f"(benchmark wall time {time.time() - t_start:.0f} s)")
@@ -835,7 +835,7 @@ def main(argv=None) -> None:
         tmp = f"{args.json}.tmp-{os.getpid()}"
         with open(tmp, "w") as f:
             for runs in rounds.values():
-                for r in runs:
+                for r in filter(None, runs):
                     r.pop("tokens", None)
             json.dump({"args": {k: str(v) for k, v in vars(args).items()}, "shape": shape, "columns": cols,
                        "rounds": rounds, "rates": rates, "load": [load0, load1]}, f, indent=1)
