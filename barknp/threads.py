@@ -18,17 +18,24 @@ attention. No engine's worker is left spinning while another computes, the small
 products (K = head_dim) pay no per-call hand-off, and the serial kernels (released from the GIL)
 run on both cores. Measured on the 2-core machine (medians of 15 alternating runs): coarse prefill
 -3 %, fine pass -15 % (benchmarks/NOTES.md, session 4).
+
+:func:`run_ahead` runs such a forward on a helper thread while the calling thread does something
+else, one thread each (a coarse window's prefill beside the previous window's decode steps), and
+the caller then helps finish it: its workers' pool is a queue from which a free thread takes the
+shares nobody has started.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import functools
 import glob
 import os
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -129,9 +136,17 @@ class Workers:
         the rest (give ``count`` items for one each); a worker's exception is raised here."""
         if self.pool is None or len(items) <= 1:
             return [fn(item) for item in items]
-        pending = [self.pool.submit(fn, item) for item in items[1:]]
-        first = fn(items[0])
-        return [first] + [job.result() for job in pending]
+        return self._run([functools.partial(fn, item) for item in items])
+
+    def _run(self, calls: list[Callable[[], object]]) -> list:
+        """Every call's result, in order: the first computed here, the others offered to the pool.
+        A call no pool thread has started by the time this thread is free, it runs itself, so no
+        share waits for a busy thread (the pool of :func:`run_ahead` may have none free)."""
+        pending = [(self.pool.submit(call), call) for call in calls[1:]]
+        results = [calls[0]()]
+        for job, call in pending:
+            results.append(call() if job.cancel() else job.result())
+        return results
 
     def shares(self, n: int) -> list[slice]:
         """[0, n) cut into ``count`` (or fewer, when n is small) near-equal contiguous slices."""
@@ -153,10 +168,7 @@ class Workers:
         def run(chunk: slice) -> None:
             out[chunk] = fn(*(a[chunk] for a in arrays))
 
-        pending = [self.pool.submit(run, chunk) for chunk in chunks[1:]]
-        run(chunks[0])
-        for job in pending:
-            job.result()
+        self._run([functools.partial(run, chunk) for chunk in chunks])
         return out
 
 
@@ -164,15 +176,19 @@ SERIAL = Workers()  # no threads: work runs where it is called
 
 
 @contextlib.contextmanager
-def forward_workers(rows: int, min_rows: int) -> Iterator[Workers]:
+def forward_workers(rows: int, min_rows: int, given: Workers | None = None) -> Iterator[Workers]:
     """Workers for a forward over ``rows`` rows: :data:`SERIAL`, with the thread counts untouched,
     up to ``min_rows`` (a decode step, whose Numba kernels thread themselves); beyond it, one
     Python thread per BLAS thread, BLAS single-threaded meanwhile (see the module docstring), and
-    malloc told to keep freed memory (:func:`barknp.allocator.keep_freed_memory`)."""
+    malloc told to keep freed memory (:func:`barknp.allocator.keep_freed_memory`). ``given``
+    workers (those of :func:`run_ahead`) are used as they are, thread counts untouched."""
     if rows <= min_rows:
         yield SERIAL
         return
     keep_freed_memory()  # its temporaries come back every layer: no fresh pages for each
+    if given is not None:
+        yield given
+        return
     with single_threaded_blas() as count:
         if count == 1:
             yield SERIAL
@@ -180,3 +196,114 @@ def forward_workers(rows: int, min_rows: int) -> Iterator[Workers]:
         # the calling thread is one of the workers: it takes the first share of every split
         with ThreadPoolExecutor(count - 1, thread_name_prefix="barknp") as pool:
             yield Workers(pool, count)
+
+
+class _HelpQueue:
+    """The pool of :func:`run_ahead`'s workers: its tasks run on whichever thread calls
+    :meth:`help`, or on the thread that submitted them once it is free (``Workers._run``)."""
+
+    def __init__(self):
+        self._tasks: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def submit(self, call: Callable[[], object]) -> Future:
+        job: Future = Future()
+        with self._cond:
+            self._tasks.append((job, call))
+            self._cond.notify()
+        return job
+
+    def close(self) -> None:
+        """No more tasks will come: :meth:`help` returns once the queue is empty."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def help(self) -> None:
+        """Run queued tasks (those their submitter has not taken back) until the queue is closed."""
+        while True:
+            with self._cond:
+                while not self._tasks and not self._closed:
+                    self._cond.wait()
+                if not self._tasks:
+                    return
+                job, call = self._tasks.popleft()
+            if job.set_running_or_notify_cancel():  # False: its submitter took it back
+                try:
+                    job.set_result(call())
+                except BaseException as error:  # noqa: BLE001 - handed to the submitter
+                    job.set_exception(error)
+
+
+@numba.njit(parallel=True, cache=True)
+def _first_parallel_kernel(n):  # any parallel kernel: Numba picks its threading layer on the first
+    total = 0
+    for i in numba.prange(n):
+        total += i
+    return total
+
+
+def _parallel_launches_are_thread_safe() -> bool:
+    """Whether two threads may run Numba's parallel kernels at once: not on its 'workqueue'
+    threading layer (the fallback without OpenMP or TBB), which aborts the process instead."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet, so no layer is chosen
+        _first_parallel_kernel(2)
+        layer = numba.threading_layer()
+    return layer != "workqueue"
+
+
+@contextlib.contextmanager
+def run_ahead(fn: Callable[[Workers], object]) -> Iterator[Future | None]:
+    """Compute ``fn(workers)``, a many-row forward, on a helper thread while the body runs on this
+    one; on leaving the body, this thread helps finish it. Yields a Future of fn's result, done
+    once the block is left; or None, with fn never called, where it cannot run beside the body
+    (BLAS on one thread: nothing to share; Numba's parallel kernels not safe from two threads).
+
+    For a body of decode steps (memory-bound) and a forward that is compute-bound, the two share
+    the cores better side by side, one thread each, than one after the other on all threads: on
+    2 cores, 60 coarse decode steps run 1.6-1.7x faster on two threads than on one, an 827-id
+    prefill 1.6x, and side by side neither measurably slows the other (benchmarks/NOTES.md,
+    session 8). Meanwhile BLAS and this thread's Numba kernels run on one thread; the forward's
+    shares of work (``fn``'s workers: as many as BLAS had threads) go to the helper, to
+    ``count - 2`` more pool threads, and to this thread once the body is done. Both counts are
+    restored on leaving. An error in the body still waits for the forward to finish.
+    """
+    before = get_num_threads()
+    count = before["blas"] or 1
+    if count < 2 or not _parallel_launches_are_thread_safe():
+        yield None
+        return
+    queue, result = _HelpQueue(), Future()
+    workers = Workers(queue, count)
+
+    def helper() -> None:
+        numba.set_num_threads(1)  # Numba's thread count is per thread: this one's kernels, serial
+        try:
+            if result.set_running_or_notify_cancel():  # False: the caller cancelled it
+                try:
+                    result.set_result(fn(workers))
+                except BaseException as error:  # noqa: BLE001 - handed to the caller through the Future
+                    result.set_exception(error)
+        finally:
+            queue.close()
+
+    def serve() -> None:  # a further pool thread, beyond two cores
+        numba.set_num_threads(1)
+        queue.help()
+
+    set_num_threads(1)  # BLAS for every thread, Numba for this one
+    threads = [threading.Thread(target=helper, name="barknp-ahead", daemon=True)]
+    threads += [threading.Thread(target=serve, name="barknp-ahead", daemon=True) for _ in range(count - 2)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield result
+    finally:
+        queue.help()  # this thread is free: it takes the forward's remaining shares
+        for thread in threads:
+            thread.join()
+        set_num_threads(count)
+        numba.set_num_threads(before["numba"])

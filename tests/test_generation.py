@@ -20,6 +20,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the reference generation code runs on torch")
 pytest.importorskip("transformers", reason="the reference weights come from a transformers BarkModel")
 
+from conftest import num_threads  # noqa: E402
 from parity import assert_close  # noqa: E402
 
 from barknp import constants as K  # noqa: E402
@@ -318,6 +319,7 @@ class FromScratch:
     def __init__(self, model):
         self.model = model
         self.fed = []  # ids per call
+        self.ahead = []  # ids per prefill_ahead call
         self.held: dict[int, np.ndarray] = {}
 
     def new_cache(self, batch=1):
@@ -333,6 +335,13 @@ class FromScratch:
         self.fed.append(ids.shape[1])
         return got
 
+    def prefill_ahead(self, ids, cache):
+        """The model's, recorded: the ids the cache holds once it is done (the next forward on
+        that cache then checks them against a fresh prefill)."""
+        self.held[id(cache)] = ids[0]
+        self.ahead.append(ids.shape[1])
+        return self.model.prefill_ahead(ids, cache)
+
 
 def test_coarse_windows_keep_the_positions_the_cache_holds(ours):
     """No voice: the semantic block stays put for the first windows and the history grows, so each
@@ -347,3 +356,26 @@ def test_coarse_windows_keep_the_positions_the_cache_holds(ours):
     assert windows[:5] == [257, 1, 1, 1, 1], windows
     assert all(n > 1 for n in windows[5:]), windows
     assert all(n == 1 for i, n in enumerate(model.fed) if i % 12)  # decode steps in between
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_sliding_coarse_windows_are_prefilled_during_the_window_before(ours, n_threads):
+    """Once the semantic block slides, each window's ids but its last 12 (the previous window's
+    tokens, not drawn yet) are prefilled beside the previous window's decode steps, on two
+    threads: the window then feeds only those 12. Every forward is checked against a fresh
+    prefill (FromScratch), and the codes are those of one thread, where nothing runs ahead."""
+    semantic = np.random.default_rng(5).integers(0, 10_000, 40)
+    kwargs = dict(max_coarse_history=60, sliding_window_len=12, rng=1, silent=True)
+    model = FromScratch(ours["coarse"])
+    with num_threads(n_threads):
+        codes = generate_coarse(model, semantic, **kwargs)
+    windows = model.fed[::12]
+    assert windows[:5] == [257, 1, 1, 1, 1], windows
+    if n_threads == 1:
+        assert all(n > 12 for n in windows[5:]), windows
+    else:
+        # the sixth window on: 257 + 60 - 12 ids computed ahead by the window before, 12 fed
+        assert model.ahead == [257 + 48] * 5 and windows[5:] == [12] * 5, (model.ahead, windows)
+    with num_threads(1):
+        alone = generate_coarse(ours["coarse"], semantic, **kwargs)
+    np.testing.assert_array_equal(codes, alone)

@@ -111,3 +111,50 @@ def test_many_row_forwards_keep_freed_memory(monkeypatch):
     with forward_workers(100, 16):
         pass
     assert calls == [1]
+
+
+# --- run_ahead: a forward beside other work ------------------------------------------------
+
+
+def test_shares_no_pool_thread_has_started_run_on_the_caller():
+    """A pool with no thread free (run_ahead's, while its caller is busy): the calling thread
+    takes its shares back and runs them itself, in order."""
+    workers = threads.Workers(threads._HelpQueue(), 3)
+    assert workers.map(lambda i: i * i, [1, 2, 3]) == [1, 4, 9]
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    np.testing.assert_array_equal(workers.map_rows(lambda a: a[:, ::-1] * 2, 2, x), x[:, ::-1] * 2)
+
+
+def test_run_ahead_runs_beside_the_body_then_gives_the_threads_back(two_blas_threads):
+    x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    seen = {}
+
+    def forward(workers):  # what a prefill does with its workers: shares of rows
+        seen["count"] = workers.count
+        return workers.map_rows(lambda a: np.tanh(a) * 3, 8, x)
+
+    with threads.run_ahead(forward) as job:
+        assert job is not None
+        inside = threads.get_num_threads()
+        assert inside == {"numba": 1, "blas": 1}, inside  # the body and the forward: one thread each
+    assert job.done() and seen["count"] == 2
+    np.testing.assert_allclose(job.result(), np.tanh(x) * 3, rtol=1e-6)
+    assert threads.get_num_threads() == {"numba": 2, "blas": 2}
+
+
+def test_run_ahead_on_one_thread_computes_nothing():
+    calls = []
+    with num_threads(1), threads.run_ahead(calls.append) as job:
+        assert job is None
+    assert calls == []
+
+
+def test_run_ahead_hands_the_forwards_error_to_the_caller(two_blas_threads):
+    def forward(workers):
+        raise ValueError("the forward failed")
+
+    with threads.run_ahead(forward) as job:
+        pass
+    with pytest.raises(ValueError, match="the forward failed"):
+        job.result()
+    assert threads.get_num_threads() == {"numba": 2, "blas": 2}

@@ -15,7 +15,9 @@ raises BarkError instead of asserting, and an explicit numpy ``rng``. It compute
 result is the same: the coarse stage's logits for the sampled codebook's 1 024 ids only, and a
 coarse window's keys and values only past the positions the cache already holds with the same
 ids (the original rebuilds the cache for every window; keys and values agree to float32
-rounding, tested in tests/test_generation.py).
+rounding, tested in tests/test_generation.py). And it computes some of it earlier: once the
+coarse windows slide, a window's prefill, all but the tokens the window before it draws, runs
+beside that window's decode steps (coarse.py).
 
 Differences from transformers
 -----------------------------

@@ -4,7 +4,11 @@ The coarse GPT reads, per window, 256 semantic tokens (right-padded with
 COARSE_SEMANTIC_PAD_TOKEN), COARSE_INFER_TOKEN, then up to ``max_coarse_history`` coarse tokens
 of history, and generates ``sliding_window_len`` more before the window slides and the KV cache
 is rebuilt (the original rebuilds it from scratch; here the positions at the window's start that
-the cache already holds, the same ids at the same positions, are kept). Coarse tokens interleave
+the cache already holds, the same ids at the same positions, are kept). Once the windows slide,
+the next window's ids are known, all but the tokens this window draws, before this window's
+first step: a model that can (``prefill_ahead``: the CPU model on two or more threads) prefills
+them into a second cache beside this window's decode steps, and the next window feeds only the
+drawn tokens. Coarse tokens interleave
 the two codebooks frame by frame (c0[0], c1[0], c0[1], ...) and live in the model's vocabulary at
 SEMANTIC_VOCAB_SIZE + code (codebook 0) and SEMANTIC_VOCAB_SIZE + CODEBOOK_SIZE + code
 (codebook 1); at each step only the 1024 logits of the codebook whose turn it is are sampled.
@@ -15,6 +19,8 @@ then loses its last two tokens: the original's "time alignment" hack, kept as is
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
@@ -141,14 +147,19 @@ class CoarseState:
         self.coarse = list(coarse_hist)  # grows by one model id per step
         self.n_step = 0
 
-    def window_ids(self) -> np.ndarray:
+    def window_ids(self, ahead: int = 0) -> np.ndarray:
         """The prompt of the window starting at the current step: (257 + H,) int64, the 256-token
-        semantic block (right-padded), COARSE_INFER_TOKEN, then H <= max_coarse_history ids of history."""
-        semantic_idx = self.base + int(round(self.n_step / SEMANTIC_TO_COARSE_RATIO))
+        semantic block (right-padded), COARSE_INFER_TOKEN, then H <= max_coarse_history ids of history.
+
+        ``ahead`` > 0: the window starting that many steps from now, as far as it is known now: its
+        history's last ``ahead`` ids are not generated yet, so they are left off.
+        """
+        semantic_idx = self.base + int(round((self.n_step + ahead) / SEMANTIC_TO_COARSE_RATIO))
         window = self.all_semantic[max(0, semantic_idx - self.max_semantic_history) :][:COARSE_SEMANTIC_WINDOW]
         block = np.full(COARSE_SEMANTIC_WINDOW, COARSE_SEMANTIC_PAD_TOKEN, dtype=np.int64)  # (256,)
         block[: len(window)] = window
-        history = self.coarse[len(self.coarse) - min(len(self.coarse), self.max_coarse_history) :]
+        total = len(self.coarse) + ahead
+        history = self.coarse[total - min(total, self.max_coarse_history) :]  # its known part
         return np.concatenate([block, [COARSE_INFER_TOKEN], history]).astype(np.int64)
 
     def codes(self) -> np.ndarray:
@@ -181,31 +192,44 @@ def generate_coarse(
     state = CoarseState(semantic, load_voice(voice, presets_dir), max_coarse_history)
     rng = as_generator(rng)
     n_windows = int(np.ceil(state.n_steps / sliding_window_len))
-    cache = None
-    held = np.zeros(0, dtype=np.int64)  # the ids whose keys and values the cache holds, in order
+    cache = spare = None  # the window's cache, and the one the next window is computed into ahead
+    held = spare_held = np.zeros(0, dtype=np.int64)  # the ids whose keys and values each holds, in order
     for _ in progress(range(n_windows), silent=silent):
-        ids = state.window_ids()[None]  # (1, 257 + H)
+        window = state.window_ids()  # (257 + H,)
+        if shared_prefix(spare_held, window) > shared_prefix(held, window):  # computed during the last window
+            cache, spare, held, spare_held = spare, cache, spare_held, held
         # The original rebuilds the cache for every window. Positions count from the window's
         # start, so where the new window begins with the ids the cache holds, their keys and values
         # are those already there: until the history reaches max_coarse_history and the semantic
         # block starts to slide (no voice: the first ~10 windows), a window's ids are the last
         # window's plus its tokens, and only the last token is new.
-        keep = min(shared_prefix(held, ids[0]), ids.shape[1] - 1) if hasattr(cache, "truncate") else 0
+        keep = min(shared_prefix(held, window), len(window) - 1) if hasattr(cache, "truncate") else 0
         if keep:
             cache.truncate(keep)
         else:
             cache = fresh_cache(model, cache)
         held = held[:keep]
-        ids = ids[:, keep:]  # (1, 257 + H - keep)
-        for _ in range(sliding_window_len):
-            if state.n_step >= state.n_steps:
-                break
-            start = codebook_start(state.n_step)
-            vocab = (start, start + CODEBOOK_SIZE)  # this codebook's ids: its logits alone are sampled
-            logits = model.forward(ids, cache=cache, last_only=True, vocab=vocab)  # (1, 1, 1024)
-            held = np.concatenate([held, ids[0]])
-            code, _ = sample(np.asarray(logits[0, -1], dtype=np.float32), temp, rng, top_k=top_k, top_p=top_p)
-            state.coarse.append(start + code)
-            state.n_step += 1
-            ids = np.array([[start + code]], dtype=np.int64)  # (1, 1)
+        ids = window[None, keep:]  # (1, 257 + H - keep)
+        steps = min(sliding_window_len, state.n_steps - state.n_step)
+        # Once the block slides, the next window shares nothing with this one, but all of it except
+        # this window's tokens is known already: its prefill (~93 % of its work) runs beside this
+        # window's decode steps (barknp.threads.run_ahead), where the model can.
+        upcoming = state.window_ids(ahead=steps) if state.n_step + steps < state.n_steps else None
+        ahead = contextlib.nullcontext()
+        if upcoming is not None and hasattr(model, "prefill_ahead") and shared_prefix(window, upcoming) < len(upcoming):
+            spare, spare_held = fresh_cache(model, spare), np.zeros(0, dtype=np.int64)
+            ahead = model.prefill_ahead(upcoming[None], spare)
+        with ahead as job:
+            for _ in range(steps):
+                start = codebook_start(state.n_step)
+                vocab = (start, start + CODEBOOK_SIZE)  # this codebook's ids: its logits alone are sampled
+                logits = model.forward(ids, cache=cache, last_only=True, vocab=vocab)  # (1, 1, 1024)
+                held = np.concatenate([held, ids[0]])
+                code, _ = sample(np.asarray(logits[0, -1], dtype=np.float32), temp, rng, top_k=top_k, top_p=top_p)
+                state.coarse.append(start + code)
+                state.n_step += 1
+                ids = np.array([[start + code]], dtype=np.int64)  # (1, 1)
+        if job is not None:
+            job.result()  # the prefill's error, if it failed, is raised here
+            spare_held = upcoming
     return state.codes()

@@ -26,7 +26,7 @@ from ..nn.fused import decode_block, kernel_args
 from ..nn.gemv import MAX_ROWS
 from ..nn.half import kv_dtype
 from ..nn.ops import layer_norm, linear, output_rows
-from ..threads import forward_workers
+from ..threads import Workers, forward_workers, run_ahead
 from ..weights import load_stage
 
 # ids of a merged semantic context: text block, history block, then the rest unmerged
@@ -133,6 +133,7 @@ class CausalGPT:
         last_only: bool = False,
         pad=None,
         vocab: tuple[int, int] | None = None,
+        workers: Workers | None = None,
     ) -> np.ndarray:
         """Logits for every position (or the last one), over the whole output vocabulary or the
         ids ``vocab`` = (start, stop) of it.
@@ -146,6 +147,8 @@ class CausalGPT:
         so every row computes what it would alone. Given on the first call; a cache keeps it.
         Returns float32 logits (B, T', V), or (B, 1, V) with ``last_only``: V = V_out, or
         stop - start with ``vocab`` (the coarse model samples one codebook's 1024 ids of 12,096).
+        workers: the threads a many-row call shares its work among, when the caller has them
+        (:func:`barknp.threads.run_ahead`); by default the call takes its own.
         """
         c = self.config
         lm_head = self.output_head(vocab)
@@ -171,7 +174,7 @@ class CausalGPT:
             return self.head(x.reshape(1, -1), lm_head).reshape(1, 1, -1)  # (1, 1, V)
         scratch: dict = {}  # int8 weights' float32 copies, reused from layer to layer
         last = len(self.layers) - 1
-        with forward_workers(B * T, MAX_ROWS) as workers:
+        with forward_workers(B * T, MAX_ROWS, workers) as workers:
             for i, block in enumerate(self.layers):
                 out_rows = 1 if last_only and i == last else None  # (B, 1, C) out of the last block
                 x = block_forward(x, block, c.num_heads, cache, i, True, pad, workers, scratch, out_rows)
@@ -180,6 +183,14 @@ class CausalGPT:
             head = functools.partial(self.head, lm_head=lm_head)
             logits = workers.map_rows(head, lm_head.weight.shape[0], x.reshape(-1, c.hidden_size))  # (B T', V)
         return logits.reshape(B, x.shape[1], -1)  # (B, T', V)
+
+    def prefill_ahead(self, ids, cache: KVCache):
+        """``forward(ids, cache)``, its logits dropped, computed on a helper thread while a ``with``
+        body runs (another window's decode steps), then finished by both threads on leaving it
+        (:func:`barknp.threads.run_ahead`). A context manager: yields a Future, done after the
+        block, or None where the forward cannot run beside the body (one thread): nothing is
+        computed then."""
+        return run_ahead(lambda workers: self.forward(ids, cache, last_only=True, workers=workers))
 
     def output_head(self, vocab: tuple[int, int] | None):
         """The LM head, or its rows ``vocab`` = (start, stop) as views."""
