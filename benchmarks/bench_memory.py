@@ -6,7 +6,9 @@ Each stage runs in its own fresh process, bark-small shape with random weights (
 bench_pipeline.py, drawn once, memory-mapped as ``Bark.from_dir`` does):
 
     semantic  the 513-id merged prefill, then 20 cached decode steps
-    coarse    one 887-position window prefill, then 20 cached decode steps
+    coarse    one 887-position window prefill and 20 cached decode steps, while the next window's
+              827 known ids prefill into a second cache beside them (as the coarse loop does once
+              its windows slide; not with int8 weights), then that window's 60 drawn ids
     fine      one 1024-frame pass
     codec     ``--audio-seconds`` of audio
 
@@ -45,16 +47,20 @@ STAGES = ("semantic", "coarse", "fine", "codec")
 def activation_bytes(stage: str, audio_seconds: float, int8: bool = False) -> int:
     """The largest activations alive at once, as counted from the code (float32 bytes)."""
     f = 4
-    if stage in ("semantic", "coarse"):
-        T = 257 if stage == "semantic" else 887
-        kv = 2 * L * BLOCK * C * f  # the preallocated cache
-        live = T * 4 * C * f * 2 + T * 3 * C * f + H * 128 * T * f  # MLP hidden (and GELU copy), qkv, a score block
-        logits = T * VOCAB[stage][1] * f if stage == "coarse" else VOCAB[stage][1] * f
-        layer_copy = 12 * C * C * f if int8 else 0  # a prefill's float32 copy of one int8 layer (nn/block.py)
-        return kv + live + logits + layer_copy
+
+    def live(T: int) -> int:  # a T-row forward's largest temporaries: MLP hidden (and GELU copy), qkv, a score block
+        return T * 4 * C * f * 2 + T * 3 * C * f + H * 128 * T * f
+
+    kv = 2 * L * BLOCK * C * f  # a preallocated cache
+    layer_copy = 12 * C * C * f if int8 else 0  # a prefill's float32 copy of one int8 layer (nn/block.py)
+    if stage == "semantic":
+        return kv + live(257) + VOCAB[stage][1] * f + layer_copy
+    if stage == "coarse":  # float32: two windows at once, each with its cache (see child()); int8: one
+        if int8:
+            return kv + layer_copy + live(887) + 1024 * f
+        return 2 * kv + live(887) + live(827) + 1024 * f
     if stage == "fine":
-        T = 1024
-        return T * 4 * C * f * 2 + T * 3 * C * f + H * 128 * T * f + T * VOCAB["fine"][1] * f
+        return live(1024) + 1024 * VOCAB["fine"][1] * f
     frames = int(75 * audio_seconds)
     return frames * (4 * 512 + 512) * f + frames * 320 * f  # LSTM projections and outputs, audio
 
@@ -81,10 +87,18 @@ def child(args) -> dict:
         if args.stage == "semantic":
             ids = np.concatenate([rng.integers(10_048, 129_595, (1, 512)), [[129_599]]], axis=1)
             model.forward(ids, cache, merge_context=True, last_only=True)
-        else:
-            model.forward(rng.integers(10_000, 12_048, (1, 887)), cache)  # every position's logits, as coarse does
-        for _ in range(20):
-            model.forward(rng.integers(0, 10_000, (1, 1)), cache, last_only=True)
+            for _ in range(20):
+                model.forward(rng.integers(0, 10_000, (1, 1)), cache, last_only=True)
+        else:  # a window once they slide: its prefill and decode steps beside the next window's prefill
+            vocab = (10_000, 11_024)  # one codebook's logits, as the coarse loop asks
+            spare = model.new_cache()
+            with model.prefill_ahead(rng.integers(10_000, 12_048, (1, 827)), spare) as job:
+                model.forward(rng.integers(10_000, 12_048, (1, 887)), cache, last_only=True, vocab=vocab)
+                for _ in range(20):
+                    model.forward(rng.integers(10_000, 12_048, (1, 1)), cache, last_only=True, vocab=vocab)
+            if job is not None:
+                job.result()
+                model.forward(rng.integers(10_000, 12_048, (1, 60)), spare, last_only=True, vocab=vocab)
         weights = sum(a.nbytes for a in _arrays(model))
     elif args.stage == "fine":
         from barknp.models.fine import FineGPT

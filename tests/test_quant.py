@@ -111,3 +111,23 @@ def test_quantize_tensors_keeps_embeddings_and_norms_float():
     assert t["layers.0.attn.att_proj.weight_scale"].shape == (48,)
     assert t["input_embeds_layer.weight"].dtype == np.float32
     assert t["layers.0.layernorm_1.weight"].dtype == np.float32
+
+
+def test_int8_models_prefill_nothing_ahead(model_dir):
+    """int8 decode steps are compute-bound: the coarse loop's prefill beside them is off for int8
+    weights (CausalGPT.prefill_ahead), and on for float32 at two threads."""
+    from conftest import num_threads
+
+    from barknp import threads
+
+    if threads.get_num_threads()["blas"] is None:
+        pytest.skip("NumPy's BLAS library was not found, so its threads cannot be set")
+    ids = np.random.default_rng(0).integers(0, 12_096, (1, 24))
+    with num_threads(2):
+        for path, runs in [(ensure_int8(model_dir, "coarse"), False), (stage_path(model_dir, "coarse"), True)]:
+            model = CausalGPT.load(path, "coarse")
+            cache = model.new_cache()
+            with model.prefill_ahead(ids, cache) as job:
+                pass
+            assert (job is not None) == runs
+            assert cache.length == (24 if runs else 0)

@@ -13,6 +13,7 @@ the 513-token prompt occupies only 257 positions.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -26,6 +27,7 @@ from ..nn.fused import decode_block, kernel_args
 from ..nn.gemv import MAX_ROWS
 from ..nn.half import kv_dtype
 from ..nn.ops import layer_norm, linear, output_rows
+from ..nn.quant import QLinear
 from ..threads import Workers, forward_workers, run_ahead
 from ..weights import load_stage
 
@@ -188,9 +190,18 @@ class CausalGPT:
         """``forward(ids, cache)``, its logits dropped, computed on a helper thread while a ``with``
         body runs (another window's decode steps), then finished by both threads on leaving it
         (:func:`barknp.threads.run_ahead`). A context manager: yields a Future, done after the
-        block, or None where the forward cannot run beside the body (one thread): nothing is
-        computed then."""
-        return run_ahead(lambda workers: self.forward(ids, cache, last_only=True, workers=workers))
+        block, or None where the forward does not run beside the body (one thread; int8 weights):
+        nothing is computed then.
+
+        Not with int8 weights: their decode steps are bound by converting the weights in
+        registers, not by reading them, so on one thread they take twice as long (7.9 -> 15 ms per
+        coarse step); beside the prefill they measured no gain, and a second cache and forward
+        cost 160 MB (benchmarks/NOTES.md, session 8).
+        """
+        if isinstance(self.layers[0].attn.att_proj, QLinear):
+            return contextlib.nullcontext()
+        # Its logits are not wanted: one id's, and the head's other rows stay untouched on disk.
+        return run_ahead(lambda workers: self.forward(ids, cache, last_only=True, vocab=(0, 1), workers=workers))
 
     def output_head(self, vocab: tuple[int, int] | None):
         """The LM head, or its rows ``vocab`` = (start, stop) as views."""
