@@ -210,6 +210,10 @@ class _HelpQueue:
     def submit(self, call: Callable[[], object]) -> Future:
         job: Future = Future()
         with self._cond:
+            # Shares their submitter took back stay queued until a helper pops them, and each holds
+            # its layer's arrays: drop them now (they lead the queue), not at the next help().
+            while self._tasks and self._tasks[0][0].cancelled():
+                self._tasks.popleft()
             self._tasks.append((job, call))
             self._cond.notify()
         return job

@@ -6,7 +6,7 @@ Each stage runs in its own fresh process, bark-small shape with random weights (
 bench_pipeline.py, drawn once, memory-mapped as ``Bark.from_dir`` does):
 
     semantic  the 513-id merged prefill, then 20 cached decode steps
-    coarse    one 887-position window prefill and 20 cached decode steps, while the next window's
+    coarse    one 887-position window prefill, then 20 cached decode steps while the next window's
               827 known ids prefill into a second cache beside them (as the coarse loop does once
               its windows slide; not with int8 weights), then that window's 60 drawn ids
     fine      one 1024-frame pass
@@ -58,7 +58,7 @@ def activation_bytes(stage: str, audio_seconds: float, int8: bool = False) -> in
     if stage == "coarse":  # float32: two windows at once, each with its cache (see child()); int8: one
         if int8:
             return kv + layer_copy + live(887) + 1024 * f
-        return 2 * kv + live(887) + live(827) + 1024 * f
+        return 2 * kv + live(887) + 1024 * f  # the two prefills run one after the other
     if stage == "fine":
         return live(1024) + 1024 * VOCAB["fine"][1] * f
     frames = int(75 * audio_seconds)
@@ -91,9 +91,9 @@ def child(args) -> dict:
                 model.forward(rng.integers(0, 10_000, (1, 1)), cache, last_only=True)
         else:  # a window once they slide: its prefill and decode steps beside the next window's prefill
             vocab = (10_000, 11_024)  # one codebook's logits, as the coarse loop asks
+            model.forward(rng.integers(10_000, 12_048, (1, 887)), cache, last_only=True, vocab=vocab)
             spare = model.new_cache()
             with model.prefill_ahead(rng.integers(10_000, 12_048, (1, 827)), spare) as job:
-                model.forward(rng.integers(10_000, 12_048, (1, 887)), cache, last_only=True, vocab=vocab)
                 for _ in range(20):
                     model.forward(rng.integers(10_000, 12_048, (1, 1)), cache, last_only=True, vocab=vocab)
             if job is not None:

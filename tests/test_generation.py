@@ -360,10 +360,11 @@ def test_coarse_windows_keep_the_positions_the_cache_holds(ours):
 
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_sliding_coarse_windows_are_prefilled_during_the_window_before(ours, n_threads):
-    """Once the semantic block slides, each window's ids but its last 12 (the previous window's
-    tokens, not drawn yet) are prefilled beside the previous window's decode steps, on two
-    threads: the window then feeds only those 12. Every forward is checked against a fresh
-    prefill (FromScratch), and the codes are those of one thread, where nothing runs ahead."""
+    """Once the semantic block slides, each window's ids but its last 11 (tokens the previous
+    window had still to draw after its first step) are prefilled beside the previous window's
+    decode steps, on two threads: the window then feeds only those 11. Every forward is checked
+    against a fresh prefill (FromScratch), and the codes are those of one thread, where nothing
+    runs ahead."""
     semantic = np.random.default_rng(5).integers(0, 10_000, 40)
     kwargs = dict(max_coarse_history=60, sliding_window_len=12, rng=1, silent=True)
     model = FromScratch(ours["coarse"])
@@ -372,10 +373,10 @@ def test_sliding_coarse_windows_are_prefilled_during_the_window_before(ours, n_t
     windows = model.fed[::12]
     assert windows[:5] == [257, 1, 1, 1, 1], windows
     if n_threads == 1:
-        assert all(n > 12 for n in windows[5:]), windows
+        assert all(n > 11 for n in windows[5:]), windows
     else:
-        # the sixth window on: 257 + 60 - 12 ids computed ahead by the window before, 12 fed
-        assert model.ahead == [257 + 48] * 5 and windows[5:] == [12] * 5, (model.ahead, windows)
+        # the sixth window on: 257 + 60 - 11 ids computed ahead by the window before, 11 fed
+        assert model.ahead == [257 + 49] * 5 and windows[5:] == [11] * 5, (model.ahead, windows)
     with num_threads(1):
         alone = generate_coarse(ours["coarse"], semantic, **kwargs)
     np.testing.assert_array_equal(codes, alone)

@@ -5,10 +5,10 @@ COARSE_SEMANTIC_PAD_TOKEN), COARSE_INFER_TOKEN, then up to ``max_coarse_history`
 of history, and generates ``sliding_window_len`` more before the window slides and the KV cache
 is rebuilt (the original rebuilds it from scratch; here the positions at the window's start that
 the cache already holds, the same ids at the same positions, are kept). Once the windows slide,
-the next window's ids are known, all but the tokens this window draws, before this window's
-first step: a model that can (``prefill_ahead``: the CPU model on two or more threads) prefills
-them into a second cache beside this window's decode steps, and the next window feeds only the
-drawn tokens. Coarse tokens interleave
+the next window's ids are known after this window's first step, all but the tokens this window
+has still to draw: a model that can (``prefill_ahead``: the CPU model, float32 weights, two or
+more threads) prefills them into a second cache beside this window's other decode steps, and the
+next window feeds only the tokens drawn meanwhile. Coarse tokens interleave
 the two codebooks frame by frame (c0[0], c1[0], c0[1], ...) and live in the model's vocabulary at
 SEMANTIC_VOCAB_SIZE + code (codebook 0) and SEMANTIC_VOCAB_SIZE + CODEBOOK_SIZE + code
 (codebook 1); at each step only the 1024 logits of the codebook whose turn it is are sampled.
@@ -194,6 +194,19 @@ def generate_coarse(
     n_windows = int(np.ceil(state.n_steps / sliding_window_len))
     cache = spare = None  # the window's cache, and the one the next window is computed into ahead
     held = spare_held = np.zeros(0, dtype=np.int64)  # the ids whose keys and values each holds, in order
+
+    def step(ids: np.ndarray) -> np.ndarray:
+        """Feed ids (1, n) to the window's cache and draw the next token: -> its id (1, 1)."""
+        nonlocal held
+        start = codebook_start(state.n_step)
+        vocab = (start, start + CODEBOOK_SIZE)  # this codebook's ids: its logits alone are sampled
+        logits = model.forward(ids, cache=cache, last_only=True, vocab=vocab)  # (1, 1, 1024)
+        held = np.concatenate([held, ids[0]])
+        code, _ = sample(np.asarray(logits[0, -1], dtype=np.float32), temp, rng, top_k=top_k, top_p=top_p)
+        state.coarse.append(start + code)
+        state.n_step += 1
+        return np.array([[start + code]], dtype=np.int64)
+
     for _ in progress(range(n_windows), silent=silent):
         window = state.window_ids()  # (257 + H,)
         if shared_prefix(spare_held, window) > shared_prefix(held, window):  # computed during the last window
@@ -209,26 +222,19 @@ def generate_coarse(
         else:
             cache = fresh_cache(model, cache)
         held = held[:keep]
-        ids = window[None, keep:]  # (1, 257 + H - keep)
         steps = min(sliding_window_len, state.n_steps - state.n_step)
-        # Once the block slides, the next window shares nothing with this one, but all of it except
-        # this window's tokens is known already: its prefill (~93 % of its work) runs beside this
-        # window's decode steps (barknp.threads.run_ahead), where the model can.
-        upcoming = state.window_ids(ahead=steps) if state.n_step + steps < state.n_steps else None
+        ids = step(window[None, keep:])  # the window's new ids, on every thread
+        # Once the block slides, the next window does not begin with this one, but all of it except
+        # the tokens this window has still to draw is known: its prefill (~93 % of its work) runs
+        # beside this window's remaining decode steps (barknp.threads.run_ahead), where the model can.
+        upcoming = state.window_ids(ahead=steps - 1) if state.n_step + steps - 1 < state.n_steps else None
         ahead = contextlib.nullcontext()
-        if upcoming is not None and hasattr(model, "prefill_ahead") and shared_prefix(window, upcoming) < len(upcoming):
+        if upcoming is not None and hasattr(model, "prefill_ahead") and shared_prefix(window, upcoming) < len(window):
             spare, spare_held = fresh_cache(model, spare), np.zeros(0, dtype=np.int64)
             ahead = model.prefill_ahead(upcoming[None], spare)
         with ahead as job:
-            for _ in range(steps):
-                start = codebook_start(state.n_step)
-                vocab = (start, start + CODEBOOK_SIZE)  # this codebook's ids: its logits alone are sampled
-                logits = model.forward(ids, cache=cache, last_only=True, vocab=vocab)  # (1, 1, 1024)
-                held = np.concatenate([held, ids[0]])
-                code, _ = sample(np.asarray(logits[0, -1], dtype=np.float32), temp, rng, top_k=top_k, top_p=top_p)
-                state.coarse.append(start + code)
-                state.n_step += 1
-                ids = np.array([[start + code]], dtype=np.int64)  # (1, 1)
+            for _ in range(steps - 1):
+                ids = step(ids)
         if job is not None:
             job.result()  # the prefill's error, if it failed, is raised here
             spare_held = upcoming
