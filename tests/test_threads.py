@@ -152,6 +152,23 @@ def test_run_ahead_runs_beside_the_body_then_gives_the_threads_back(two_blas_thr
     assert threads.get_num_threads() == {"numba": 2, "blas": 2}
 
 
+def test_run_ahead_beyond_two_threads_serves_shares_from_more_pool_threads():
+    if threads.get_num_threads()["blas"] is None:
+        pytest.skip("NumPy's BLAS library was not found, so its threads cannot be set")
+    x = np.random.default_rng(1).standard_normal((90, 4)).astype(np.float32)
+
+    def forward(workers):  # three shares: the helper's, the pool thread's, the caller's when free
+        return workers.count, workers.map_rows(lambda a: a * 2, 4, x)
+
+    with num_threads(3):
+        with threads.run_ahead(forward) as job:
+            pass
+        count, got = job.result()
+        assert threads.get_num_threads()["blas"] == 3
+    assert count == 3
+    np.testing.assert_array_equal(got, x * 2)
+
+
 def test_run_ahead_on_one_thread_computes_nothing():
     calls = []
     with num_threads(1), threads.run_ahead(calls.append) as job:
