@@ -195,8 +195,8 @@ class CausalGPT:
 
         Not with int8 weights: their decode steps are bound by converting the weights in
         registers, not by reading them, so on one thread they take twice as long (7.9 -> 15 ms per
-        coarse step); beside the prefill they measured no gain, and a second cache and forward
-        cost 160 MB (benchmarks/NOTES.md, session 8).
+        coarse step); beside the prefill they measured no gain (benchmarks/NOTES.md, session 8),
+        so the second cache would be memory spent for nothing.
         """
         if isinstance(self.layers[0].attn.att_proj, QLinear):
             return contextlib.nullcontext()
