@@ -92,13 +92,11 @@ def child(args) -> dict:
         else:  # a window once they slide: its prefill and decode steps beside the next window's prefill
             vocab = (10_000, 11_024)  # one codebook's logits, as the coarse loop asks
             model.forward(rng.integers(10_000, 12_048, (1, 887)), cache, last_only=True, vocab=vocab)
-            spare = model.new_cache()
-            with model.prefill_ahead(rng.integers(10_000, 12_048, (1, 827)), spare) as job:
+            with model.prefill_ahead(rng.integers(10_000, 12_048, (1, 827))) as job:
                 for _ in range(20):
                     model.forward(rng.integers(10_000, 12_048, (1, 1)), cache, last_only=True, vocab=vocab)
             if job is not None:
-                job.result()
-                model.forward(rng.integers(10_000, 12_048, (1, 60)), spare, last_only=True, vocab=vocab)
+                model.forward(rng.integers(10_000, 12_048, (1, 60)), job.result(), last_only=True, vocab=vocab)
         weights = sum(a.nbytes for a in _arrays(model))
     elif args.stage == "fine":
         from barknp.models.fine import FineGPT

@@ -191,7 +191,7 @@ class Timed:
             self.prefill_ahead = self._prefill_ahead
 
     @contextlib.contextmanager
-    def _prefill_ahead(self, ids, cache):
+    def _prefill_ahead(self, ids, cache=None):
         with self._inner.prefill_ahead(ids, cache) as job:
             yield job
         if job is not None:

@@ -11,6 +11,7 @@ implementations agree to ~1e-5 relative, far below the random models' gaps betwe
 logits and below what the inverse-CDF draw could feel except with probability ~1e-6 per token.
 """
 
+import contextlib
 import string
 from pathlib import Path
 
@@ -335,12 +336,15 @@ class FromScratch:
         self.fed.append(ids.shape[1])
         return got
 
-    def prefill_ahead(self, ids, cache):
+    @contextlib.contextmanager
+    def prefill_ahead(self, ids, cache=None):
         """The model's, recorded: the ids the cache holds once it is done (the next forward on
         that cache then checks them against a fresh prefill)."""
-        self.held[id(cache)] = ids[0]
-        self.ahead.append(ids.shape[1])
-        return self.model.prefill_ahead(ids, cache)
+        with self.model.prefill_ahead(ids, cache) as job:
+            yield job
+        if job is not None:
+            self.held[id(job.result())] = ids[0]
+            self.ahead.append(ids.shape[1])
 
 
 def test_coarse_windows_keep_the_positions_the_cache_holds(ours):

@@ -230,12 +230,10 @@ def generate_coarse(
         upcoming = state.window_ids(ahead=steps - 1) if state.n_step + steps - 1 < state.n_steps else None
         ahead = contextlib.nullcontext()
         if upcoming is not None and hasattr(model, "prefill_ahead") and shared_prefix(window, upcoming) < len(window):
-            spare, spare_held = fresh_cache(model, spare), np.zeros(0, dtype=np.int64)
-            ahead = model.prefill_ahead(upcoming[None], spare)
+            ahead = model.prefill_ahead(upcoming[None], spare)  # refills spare, or declines: None
         with ahead as job:
             for _ in range(steps - 1):
                 ids = step(ids)
         if job is not None:
-            job.result()  # the prefill's error, if it failed, is raised here
-            spare_held = upcoming
+            spare, spare_held = job.result(), upcoming  # the prefill's error, if it failed, is raised here
     return state.codes()
