@@ -8,10 +8,10 @@
 
 from .audio import save_wav
 from .constants import SAMPLE_RATE
-from .errors import BarkError
+from .errors import BarkError, NoSpeechError
 from .longform import generate_long, split_text
 from .model import Bark, load
 from .threads import set_num_threads
 
-__all__ = ["Bark", "BarkError", "SAMPLE_RATE", "generate_long", "load", "save_wav", "set_num_threads", "split_text"]
+__all__ = ["Bark", "BarkError", "NoSpeechError", "SAMPLE_RATE", "generate_long", "load", "save_wav", "set_num_threads", "split_text"]
 __version__ = "0.1.0"

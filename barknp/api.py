@@ -33,10 +33,11 @@ one piece: ``DEFAULT_MODELS``, the model ``preload_models`` loaded.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
-from .constants import SAMPLE_RATE
+from .constants import FINE_TEMP, MIN_EOS_P, SAMPLE_RATE, TEXT_TEMP, WAVEFORM_TEMP
 from .errors import BarkError
 from .generation.sampling import as_generator
 from .generation.voices import save_voice
@@ -64,17 +65,20 @@ class DefaultModels:
     use); this is barknp's equivalent, one instance (``DEFAULT_MODELS``) made explicit. ``get()``
     returns the loaded ``Bark``, loading Suno's default on first use; ``set(model)`` installs one;
     ``clear()`` forgets it (the next call loads again). ``key`` records what was loaded, so that
-    ``preload_models`` reloads only when asked for something else.
+    ``preload_models`` reloads only when asked for something else. ``lock`` makes threads that
+    call a drop-in function at once load the model once.
     """
 
     def __init__(self):
         self.model = None
         self.key = None
+        self.lock = threading.RLock()
 
     def get(self):
-        if self.model is None:
-            preload_models()
-        return self.model
+        with self.lock:
+            if self.model is None:
+                preload_models()
+            return self.model
 
     def set(self, model, key=None) -> None:
         self.model, self.key = model, key
@@ -148,20 +152,13 @@ def preload_models(
             for stage, small in (("semantic", text_use_small), ("coarse", coarse_use_small), ("fine", fine_use_small))
         }
     key = (tuple(sorted(sources.items())), home)
-    if DEFAULT_MODELS.model is None or DEFAULT_MODELS.key != key or force_reload:
-        DEFAULT_MODELS.set(_compose(sources, home, offline, progress), key)
-    return DEFAULT_MODELS.model
+    with DEFAULT_MODELS.lock:
+        if DEFAULT_MODELS.model is None or DEFAULT_MODELS.key != key or force_reload:
+            DEFAULT_MODELS.set(_compose(sources, home, offline, progress), key)
+        return DEFAULT_MODELS.model
 
 
-def _voice(history_prompt):
-    """Suno's history_prompt (None, preset name, .npz path, dict, or an opened np.load) -> voice."""
-    if history_prompt is not None and not isinstance(history_prompt, (str, dict, os.PathLike)) \
-            and hasattr(history_prompt, "files"):  # np.load(...) of an .npz
-        return {k: history_prompt[k] for k in history_prompt.files}
-    return history_prompt
-
-
-def text_to_semantic(text, history_prompt=None, temp=0.7, silent=False, *, rng=None, min_eos_p=0.2,
+def text_to_semantic(text, history_prompt=None, temp=TEXT_TEMP, silent=False, *, rng=None, min_eos_p=MIN_EOS_P,
                      max_gen_duration_s=None):
     """Text -> semantic tokens (T,) int64, to feed ``semantic_to_waveform``.
 
@@ -169,22 +166,22 @@ def text_to_semantic(text, history_prompt=None, temp=0.7, silent=False, *, rng=N
     three prompts. ``temp``: sampling temperature (0 is greedy).
     """
     model = DEFAULT_MODELS.get()
-    return model.text_to_semantic(text, _voice(history_prompt), temp=temp, min_eos_p=min_eos_p,
+    return model.text_to_semantic(text, history_prompt, temp=temp, min_eos_p=min_eos_p,
                                   max_gen_duration_s=max_gen_duration_s, rng=as_generator(rng), silent=silent)
 
 
-def semantic_to_waveform(semantic_tokens, history_prompt=None, temp=0.7, silent=False, output_full=False, *,
-                         rng=None):
-    """Semantic tokens (T,) -> audio (N,) float32 at SAMPLE_RATE (coarse at ``temp``, fine at 0.5).
+def semantic_to_waveform(semantic_tokens, history_prompt=None, temp=WAVEFORM_TEMP, silent=False, output_full=False,
+                         *, rng=None):
+    """Semantic tokens (T,) -> audio (N,) float32 at SAMPLE_RATE (coarse at ``temp``, fine at FINE_TEMP).
 
     With ``output_full`` returns ``(full_generation, audio)``; full_generation (semantic_prompt,
     coarse_prompt (2, T'), fine_prompt (8, T')) can be saved with ``save_as_prompt``.
     """
     model = DEFAULT_MODELS.get()
     rng = as_generator(rng)
-    voice = model.voice(_voice(history_prompt))
+    voice = model.voice(history_prompt)
     coarse = model.semantic_to_coarse(semantic_tokens, voice, temp=temp, rng=rng, silent=silent)  # (2, T')
-    fine = model.coarse_to_fine(coarse, voice, temp=0.5, rng=rng, silent=silent)  # (8, T')
+    fine = model.coarse_to_fine(coarse, voice, temp=FINE_TEMP, rng=rng, silent=silent)  # (8, T')
     audio = model.codec.decode(fine)  # (T' * 320,)
     if output_full:
         full = {"semantic_prompt": np.asarray(semantic_tokens), "coarse_prompt": coarse, "fine_prompt": fine}
@@ -199,34 +196,31 @@ def save_as_prompt(filepath, full_generation) -> None:
     save_voice(filepath, full_generation)
 
 
-def generate_audio(text, history_prompt=None, text_temp=0.7, waveform_temp=0.7, silent=False, output_full=False,
-                   *, rng=None, min_eos_p=0.2, max_gen_duration_s=None):
-    """Text -> audio (N,) float32 at SAMPLE_RATE: ``text_to_semantic`` then ``semantic_to_waveform``.
-
-    One generator serves both, so ``rng=seed`` reproduces the audio exactly (and equals
-    ``barknp.load(...).generate(text, voice, rng=seed)``). With ``output_full`` returns
-    ``(full_generation, audio)``.
+def generate_audio(text, history_prompt=None, text_temp=TEXT_TEMP, waveform_temp=WAVEFORM_TEMP, silent=False,
+                   output_full=False, *, rng=None, min_eos_p=MIN_EOS_P, max_gen_duration_s=None):
+    """Text -> audio (N,) float32 at SAMPLE_RATE: ``text_to_semantic`` then ``semantic_to_waveform``,
+    drawing from one generator, which is ``Bark.generate``: ``rng=seed`` reproduces the audio
+    exactly. With ``output_full`` returns ``(full_generation, audio)``. Raises NoSpeechError (a
+    BarkError) when the semantic stage ends before its first token.
     """
-    rng = as_generator(rng)
-    semantic = text_to_semantic(text, history_prompt, temp=text_temp, silent=silent, rng=rng, min_eos_p=min_eos_p,
-                                max_gen_duration_s=max_gen_duration_s)
-    if semantic.size == 0:
-        raise BarkError("the semantic stage stopped before its first token, so there is no speech; "
-                        "try another rng or a lower min_eos_p")
-    return semantic_to_waveform(semantic, history_prompt, temp=waveform_temp, silent=silent,
-                                output_full=output_full, rng=rng)
+    if not isinstance(text, str):  # Bark.generate would take a list as a batch
+        raise BarkError(f"text: must be a str, got {type(text).__name__}")
+    return DEFAULT_MODELS.get().generate(
+        text, history_prompt, text_temp=text_temp, waveform_temp=waveform_temp, fine_temp=FINE_TEMP,
+        min_eos_p=min_eos_p, max_gen_duration_s=max_gen_duration_s, rng=rng, silent=silent, output_full=output_full,
+    )
 
 
-def generate_long_audio(text, history_prompt=None, text_temp=0.7, waveform_temp=0.7, silent=False,
+def generate_long_audio(text, history_prompt=None, text_temp=TEXT_TEMP, waveform_temp=WAVEFORM_TEMP, silent=False,
                         output_full=False, *, continue_voice=False, gap_s=DEFAULT_GAP_S, max_len=DEFAULT_MAX_LEN,
-                        rng=None, min_eos_p=0.2, max_gen_duration_s=None):
+                        rng=None, min_eos_p=MIN_EOS_P, max_gen_duration_s=None):
     """``generate_audio`` for text of any length: split at sentences, one generation per chunk.
 
     See ``barknp.longform.generate_long``: every chunk uses ``history_prompt`` (or, with
     ``continue_voice``, the previous chunk's generation); chunks are joined by ``gap_s`` seconds
     of silence. ``output_full`` returns the chunks' tokens concatenated.
     """
-    return generate_long(DEFAULT_MODELS.get(), text, voice=_voice(history_prompt), continue_voice=continue_voice,
+    return generate_long(DEFAULT_MODELS.get(), text, voice=history_prompt, continue_voice=continue_voice,
                          gap_s=gap_s, rng=rng, silent=silent, max_len=max_len, output_full=output_full,
                          text_temp=text_temp, waveform_temp=waveform_temp, min_eos_p=min_eos_p,
                          max_gen_duration_s=max_gen_duration_s)

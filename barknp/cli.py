@@ -22,6 +22,7 @@ import sys
 import tempfile
 import warnings
 
+from .constants import FINE_TEMP, MIN_EOS_P, TEXT_TEMP, WAVEFORM_TEMP
 from .errors import BarkError
 from .longform import DEFAULT_GAP_S, DEFAULT_MAX_LEN
 
@@ -237,9 +238,9 @@ def _plan(args) -> list[tuple[str, str]]:
 
 def _cmd_say(args) -> int:
     from .audio import save_wav
-    from .constants import SAMPLE_RATE
+    from .constants import SAMPLE_RATE, STAGES
     from .generation.voices import PRESET_NAMES, load_voice, save_voice
-    from .longform import STAGES, generate_long, generate_one, usable_as_voice
+    from .longform import generate_long, usable_as_voice
 
     jobs = _plan(args)
     voice = args.voice
@@ -281,8 +282,8 @@ def _cmd_say(args) -> int:
                                         rng=seed + i, silent=quiet, max_len=args.chunk_len, output_full=True,
                                         timings=timings, on_chunk=on_chunk, on_stage=on_stage, **stage_kwargs)
         else:
-            full, audio = generate_one(model, text, voice, rng=seed + i, silent=quiet, timings=timings,
-                                       on_stage=on_stage, **stage_kwargs)
+            full, audio = model.generate(text, voice, rng=seed + i, silent=quiet, output_full=True, timings=timings,
+                                         on_stage=on_stage, **stage_kwargs)
         save_wav(out, audio)
         if args.save_voice:
             save_voice(args.save_voice, full)
@@ -462,13 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a preset (e.g. v2/en_speaker_6; see `barknp voices`) or a voice .npz file "
                    "(default: no voice, a random speaker)")
     p.add_argument("--seed", type=_SEED, metavar="N", help="random seed (default: a fresh one, printed)")
-    p.add_argument("--text-temp", type=_TEMP, default=0.7, metavar="T",
-                   help="semantic-stage temperature (default 0.7; 0 is greedy)")
-    p.add_argument("--waveform-temp", type=_TEMP, default=0.7, metavar="T",
-                   help="coarse-stage temperature (default 0.7)")
-    p.add_argument("--fine-temp", type=_TEMP, default=0.5, metavar="T", help="fine-stage temperature (default 0.5)")
-    p.add_argument("--min-eos-p", type=_probability, default=0.2, metavar="P",
-                   help="end speech once its probability reaches P (default 0.2; lower ends sooner)")
+    p.add_argument("--text-temp", type=_TEMP, default=TEXT_TEMP, metavar="T",
+                   help=f"semantic-stage temperature (default {TEXT_TEMP}; 0 is greedy)")
+    p.add_argument("--waveform-temp", type=_TEMP, default=WAVEFORM_TEMP, metavar="T",
+                   help=f"coarse-stage temperature (default {WAVEFORM_TEMP})")
+    p.add_argument("--fine-temp", type=_TEMP, default=FINE_TEMP, metavar="T",
+                   help=f"fine-stage temperature (default {FINE_TEMP})")
+    p.add_argument("--min-eos-p", type=_probability, default=MIN_EOS_P, metavar="P",
+                   help=f"end speech once its probability reaches P (default {MIN_EOS_P}; lower ends sooner)")
     p.add_argument("--max-duration-s", type=_SECONDS, metavar="S",
                    help="stop each generation's semantic stage after S seconds of speech (default: none)")
     p.add_argument("--save-voice", metavar="OUT.npz", help="also save the generation as a reusable voice")

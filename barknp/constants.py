@@ -4,6 +4,9 @@ Every number here is fixed by the trained checkpoints or by Suno's original gene
 (bark 0.1.5, ``bark/generation.py``); changing one changes what the models were trained to see.
 """
 
+# The pipeline's four networks, in order; also the names of a converted model's weight files.
+STAGES = ("semantic", "coarse", "fine", "codec")
+
 # --- audio ---------------------------------------------------------------------------------
 SAMPLE_RATE = 24_000  # EnCodec 24 kHz: the rate of the waveform the codec decoder emits
 CODEC_HOP_LENGTH = 320  # product of the decoder's upsampling ratios 8*5*4*2: samples per codec frame
@@ -34,10 +37,16 @@ COARSE_SLIDING_WINDOW_LEN = 60  # coarse tokens generated per window before the 
 SEMANTIC_TO_COARSE_RATIO = COARSE_RATE_HZ / SEMANTIC_RATE_HZ * N_COARSE_CODEBOOKS
 
 # --- fine stage (first two codebooks -> all eight) ------------------------------------------
-FINE_PAD_TOKEN = 1024  # CODEBOOK_SIZE itself: marks codebook entries still to be predicted
+FINE_PAD_TOKEN = CODEBOOK_SIZE  # one past the last code: marks codebook entries still to be predicted
 FINE_WINDOW = 1024  # frames the non-causal fine GPT sees at once (its block size)
 FINE_HISTORY = 512  # frames of voice history prepended, at most
 FINE_STEP = 512  # window stride; each window re-predicts its second half
+
+# --- Suno's sampling defaults (its generate_audio, generate_text_semantic, generate_fine) ----------
+TEXT_TEMP = 0.7  # semantic-stage temperature
+WAVEFORM_TEMP = 0.7  # coarse-stage temperature
+FINE_TEMP = 0.5  # fine-stage temperature: lower, since it only refines the codebooks below
+MIN_EOS_P = 0.2  # end the speech once the end-of-sequence token is this likely, even if not drawn
 
 # --- the transformers ---------------------------------------------------------------------
 BLOCK_SIZE = 1024  # positions in every Bark GPT's position embedding

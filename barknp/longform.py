@@ -8,22 +8,20 @@ chunks that each fit one generation:
     chunks = split_text(text)                         # list[str], each <= DEFAULT_MAX_LEN units
     audio = generate_long(model, text, voice="v2/en_speaker_6", rng=0)   # (N,) float32, 24 kHz
 
-``generate_one`` is the single-chunk pipeline (the same four stages, in the same order and with the
-same random draws as ``Bark.generate``) with per-stage timings; ``generate_long`` runs it per chunk.
+``generate_long`` runs ``Bark.generate`` once per chunk, all chunks drawing from one generator.
 """
 
 from __future__ import annotations
 
 import re
-import time
 import unicodedata
 import warnings
 
 import numpy as np
 
-from .constants import MAX_COARSE_HISTORY, SAMPLE_RATE, SEMANTIC_TO_COARSE_RATIO
-from .errors import BarkError
-from .generation.coarse import voice_histories
+from .constants import SAMPLE_RATE
+from .errors import BarkError, NoSpeechError, check_number
+from .generation.coarse import semantic_history_len, voice_histories
 from .generation.sampling import as_generator
 from .generation.semantic import normalize_text
 
@@ -37,8 +35,6 @@ from .generation.semantic import normalize_text
 # 180 units of Latin text are ~50-60 BERT tokens, far from the 256-token text limit.
 DEFAULT_MAX_LEN = 180
 DEFAULT_GAP_S = 0.25  # silence between chunks: a pause between sentences, not a break in speech
-
-STAGES = ("semantic", "coarse", "fine", "codec")
 
 # Sentence ends. Latin-script ends must be followed by whitespace (or the end), so "3.14",
 # "example.com" and "U.S.A" do not split; CJK ends split wherever they stand, since CJK text has no
@@ -184,8 +180,7 @@ def split_text(text: str, max_len: int = DEFAULT_MAX_LEN, length=speech_length) 
     """
     if not isinstance(text, str):
         raise BarkError(f"text: must be a str, got {type(text).__name__}")
-    if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 3:
-        raise BarkError(f"max_len: must be an integer >= 3 (one wide character), got {max_len!r}")
+    max_len = check_number("max_len", max_len, 3, integer=True)  # 3: one wide character
     text = normalize_text(text)
     if not text:
         return []
@@ -198,43 +193,6 @@ def _full(semantic, coarse, fine) -> dict:
     return {"semantic_prompt": semantic, "coarse_prompt": coarse, "fine_prompt": fine}
 
 
-def generate_one(model, text, voice=None, text_temp=0.7, waveform_temp=0.7, fine_temp=0.5, min_eos_p=0.2,
-                 max_gen_duration_s=None, rng=None, silent=False, timings=None, on_stage=None):
-    """One generation: text -> (full_generation, audio (N,) float32 at 24 kHz).
-
-    The four stages run as ``Bark.generate`` runs them, drawing from one generator in the same
-    order, so for the same seed the audio is identical. ``full_generation`` holds
-    semantic_prompt (T,), coarse_prompt (2, T') and fine_prompt (8, T') int64, reusable as a voice.
-    ``timings`` (a dict) accumulates the seconds spent per stage under STAGES' names;
-    ``on_stage(name)`` is called as each stage starts. Raises BarkError when the semantic stage
-    stops before producing a token (there is then nothing to say).
-    """
-    rng = as_generator(rng)
-    voice = model.voice(voice)
-
-    def stage(name, fn, *args, **kwargs):
-        if on_stage is not None:
-            on_stage(name)
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        if timings is not None:
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
-        return out
-
-    semantic = stage("semantic", model.text_to_semantic, text, voice, temp=text_temp, min_eos_p=min_eos_p,
-                     max_gen_duration_s=max_gen_duration_s, rng=rng, silent=silent)  # (T,)
-    if semantic.size == 0:
-        raise BarkError(
-            "the semantic stage stopped before its first token, so there is no speech; "
-            "try another seed or a lower min_eos_p"
-        )
-    coarse = stage("coarse", model.semantic_to_coarse, semantic, voice, temp=waveform_temp, rng=rng,
-                   silent=silent)  # (2, T')
-    fine = stage("fine", model.coarse_to_fine, coarse, voice, temp=fine_temp, rng=rng, silent=silent)  # (8, T')
-    audio = stage("codec", model.codec.decode, fine)  # (T' * 320,) float32
-    return _full(semantic, coarse, fine), audio
-
-
 def usable_as_voice(full_generation: dict) -> bool:
     """Whether a generation is long and consistent enough to condition the next one.
 
@@ -242,7 +200,7 @@ def usable_as_voice(full_generation: dict) -> bool:
     generation of a few tokens can miss that after rounding.
     """
     try:
-        voice_histories(full_generation, int(np.floor(MAX_COARSE_HISTORY / SEMANTIC_TO_COARSE_RATIO)))
+        voice_histories(full_generation, semantic_history_len())
     except BarkError:
         return False
     return True
@@ -259,20 +217,19 @@ def generate_long(model, text, voice=None, continue_voice=False, gap_s=DEFAULT_G
     text). Chunks are joined with ``gap_s`` seconds of silence. One generator (``rng``: None, a
     seed or a numpy Generator) serves all chunks, so a seed fixes the whole result.
 
-    ``stage_kwargs`` go to ``generate_one`` (text_temp, waveform_temp, fine_temp, min_eos_p,
+    ``stage_kwargs`` go to ``Bark.generate`` (text_temp, waveform_temp, fine_temp, min_eos_p,
     max_gen_duration_s). ``timings`` accumulates seconds per stage; ``on_chunk(i, n, chunk)`` is
     called before chunk i of n (0-based) and ``on_stage(name)`` as each stage starts. A chunk whose
     semantic stage produces no tokens is skipped with a warning. With ``output_full`` returns
     ``(full_generation, audio)``, full_generation being the chunks' tokens concatenated.
     """
-    if gap_s is None or not float(gap_s) >= 0:
-        raise BarkError(f"gap_s: must be a number >= 0, got {gap_s!r}")
+    gap_s = check_number("gap_s", gap_s, 0)
     chunks = split_text(text, max_len)
     if not chunks:
         raise BarkError("text: is empty (or only whitespace)")
     rng = as_generator(rng)
     base_voice = model.voice(voice)  # resolved (and checked) once, before any work
-    gap = np.zeros(int(round(float(gap_s) * SAMPLE_RATE)), dtype=np.float32)  # (G,)
+    gap = np.zeros(int(round(gap_s * SAMPLE_RATE)), dtype=np.float32)  # (G,)
     parts: list[np.ndarray] = []
     fulls: list[dict] = []
     prompt = base_voice
@@ -280,10 +237,10 @@ def generate_long(model, text, voice=None, continue_voice=False, gap_s=DEFAULT_G
         if on_chunk is not None:
             on_chunk(i, len(chunks), chunk)
         try:
-            full, audio = generate_one(model, chunk, prompt, rng=rng, silent=silent, timings=timings,
-                                       on_stage=on_stage, **stage_kwargs)
-        except BarkError as e:
-            if "semantic stage stopped before its first token" not in str(e) or len(chunks) == 1:
+            full, audio = model.generate(chunk, prompt, rng=rng, silent=silent, output_full=True, timings=timings,
+                                         on_stage=on_stage, **stage_kwargs)
+        except NoSpeechError:
+            if len(chunks) == 1:
                 raise
             warnings.warn(f"chunk {i + 1} of {len(chunks)} produced no speech and is left out: {chunk[:60]!r}",
                           stacklevel=2)

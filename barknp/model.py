@@ -13,11 +13,21 @@ state between calls: every generation takes its random generator explicitly.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
+from .constants import (
+    COARSE_SLIDING_WINDOW_LEN,
+    FINE_TEMP,
+    MAX_COARSE_HISTORY,
+    MIN_EOS_P,
+    TEXT_TEMP,
+    WAVEFORM_TEMP,
+)
+
 from .convert.quantize import ensure_int8
-from .errors import BarkError
+from .errors import BarkError, NoSpeechError
 from .generation.batch import generate_batch
 from .generation.coarse import generate_coarse
 from .generation.fine import generate_fine
@@ -87,7 +97,7 @@ class Bark:
 
     # --- the stages -----------------------------------------------------------------------
 
-    def text_to_semantic(self, text, voice=None, temp=0.7, top_k=None, top_p=None, min_eos_p=0.2,
+    def text_to_semantic(self, text, voice=None, temp=TEXT_TEMP, top_k=None, top_p=None, min_eos_p=MIN_EOS_P,
                          max_gen_duration_s=None, allow_early_stop=True, rng=None, silent=False) -> np.ndarray:
         """Stage 1: text -> semantic tokens (T,) int64 in [0, 10000)."""
         return generate_semantic(
@@ -96,8 +106,9 @@ class Bark:
             allow_early_stop=allow_early_stop, rng=rng, silent=silent,
         )
 
-    def semantic_to_coarse(self, semantic, voice=None, temp=0.7, top_k=None, top_p=None,
-                           max_coarse_history=630, sliding_window_len=60, rng=None, silent=False) -> np.ndarray:
+    def semantic_to_coarse(self, semantic, voice=None, temp=WAVEFORM_TEMP, top_k=None, top_p=None,
+                           max_coarse_history=MAX_COARSE_HISTORY, sliding_window_len=COARSE_SLIDING_WINDOW_LEN,
+                           rng=None, silent=False) -> np.ndarray:
         """Stage 2: semantic tokens (T,) -> coarse codes (2, T') int64 in [0, 1024)."""
         return generate_coarse(
             self.coarse, semantic, voice=self.voice(voice), temp=temp, top_k=top_k, top_p=top_p,
@@ -105,17 +116,20 @@ class Bark:
             silent=silent,
         )
 
-    def coarse_to_fine(self, coarse, voice=None, temp=0.5, rng=None, silent=False) -> np.ndarray:
+    def coarse_to_fine(self, coarse, voice=None, temp=FINE_TEMP, rng=None, silent=False) -> np.ndarray:
         """Stage 3: coarse codes (2, T') -> all eight codebooks (8, T') int64 in [0, 1024)."""
         return generate_fine(self.fine, coarse, voice=self.voice(voice), temp=temp, rng=rng, silent=silent)
 
-    def generate(self, text, voice=None, text_temp=0.7, waveform_temp=0.7, fine_temp=0.5,
-                 min_eos_p=0.2, max_gen_duration_s=None, rng=None, silent=False, output_full=False,
-                 batch_size=None):
+    def generate(self, text, voice=None, text_temp=TEXT_TEMP, waveform_temp=WAVEFORM_TEMP, fine_temp=FINE_TEMP,
+                 min_eos_p=MIN_EOS_P, max_gen_duration_s=None, rng=None, silent=False, output_full=False,
+                 batch_size=None, timings=None, on_stage=None):
         """Text -> 24 kHz float32 audio (N,), all four stages with one random generator.
 
         With ``output_full`` returns ``(full_generation, audio)`` where full_generation holds
-        semantic_prompt, coarse_prompt and fine_prompt, reusable as a voice.
+        semantic_prompt (T,), coarse_prompt (2, T') and fine_prompt (8, T') int64, reusable as a
+        voice. Raises NoSpeechError (a BarkError) when the semantic stage ends before its first
+        token. ``timings`` (a dict) accumulates the seconds of each stage under its name (constants.STAGES), and
+        ``on_stage(name)`` is called as each stage starts.
 
         ``text`` may be a list: the texts run as batches of up to ``batch_size`` and a list comes
         back, each item at its own length. ``voice`` and ``max_gen_duration_s`` are then one for
@@ -124,6 +138,8 @@ class Bark:
         rng=generator_i)`` (see barknp/generation/batch.py).
         """
         if isinstance(text, (list, tuple)):
+            if timings is not None or on_stage is not None:
+                raise BarkError("timings and on_stage: given for one text only, not for a list")
             return generate_batch(
                 self, list(text), voice, text_temp=text_temp, waveform_temp=waveform_temp, fine_temp=fine_temp,
                 min_eos_p=min_eos_p, max_gen_duration_s=max_gen_duration_s, rng=rng, batch_size=batch_size,
@@ -131,11 +147,24 @@ class Bark:
             )
         rng = as_generator(rng)
         voice = self.voice(voice)
-        semantic = self.text_to_semantic(text, voice, temp=text_temp, min_eos_p=min_eos_p,
-                                         max_gen_duration_s=max_gen_duration_s, rng=rng, silent=silent)
-        coarse = self.semantic_to_coarse(semantic, voice, temp=waveform_temp, rng=rng, silent=silent)
-        fine = self.coarse_to_fine(coarse, voice, temp=fine_temp, rng=rng, silent=silent)
-        audio = self.codec.decode(fine)
+
+        def stage(name, fn, *args, **kwargs):
+            if on_stage is not None:
+                on_stage(name)
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            if timings is not None:
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+            return out
+
+        semantic = stage("semantic", self.text_to_semantic, text, voice, temp=text_temp, min_eos_p=min_eos_p,
+                         max_gen_duration_s=max_gen_duration_s, rng=rng, silent=silent)  # (T,)
+        if semantic.size == 0:
+            raise NoSpeechError()
+        coarse = stage("coarse", self.semantic_to_coarse, semantic, voice, temp=waveform_temp, rng=rng,
+                       silent=silent)  # (2, T')
+        fine = stage("fine", self.coarse_to_fine, coarse, voice, temp=fine_temp, rng=rng, silent=silent)  # (8, T')
+        audio = stage("codec", self.codec.decode, fine)  # (T' * 320,) float32
         if output_full:
             return {"semantic_prompt": semantic, "coarse_prompt": coarse, "fine_prompt": fine}, audio
         return audio

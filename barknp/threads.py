@@ -41,6 +41,7 @@ import numba
 import numpy as np
 
 from .allocator import keep_freed_memory
+from .errors import check_number
 
 # Setter symbols by library family, newest spellings first.
 _SETTERS = (
@@ -92,9 +93,7 @@ def _call_first(names, *args):
 
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads for matrix products (BLAS) and for Numba's parallel kernels."""
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"threads: must be at least 1, got {n}")
+    n = check_number("threads", n, 1, integer=True)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     _call_first(_SETTERS, ctypes.c_int(n))
 

@@ -12,10 +12,10 @@ import struct
 
 import numpy as np
 
+from .constants import STAGES
 from .errors import BarkError
 
 FORMAT = "barknp/1"
-STAGES = ("semantic", "coarse", "fine", "codec")
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I8": np.int8, "I32": np.int32, "I64": np.int64}
 

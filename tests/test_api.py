@@ -15,7 +15,7 @@ import pytest
 
 from barknp import api
 from barknp.errors import BarkError
-from barknp.longform import generate_long, generate_one
+from barknp.longform import generate_long
 
 CAP = dict(max_gen_duration_s=0.3)
 TEXT = "Hello, my dog is cute."
@@ -115,7 +115,7 @@ def test_same_seed_same_audio_and_equal_to_the_object_api(default):
     assert a.dtype == np.float32 and a.ndim == 1 and len(a) > 0
     np.testing.assert_array_equal(a, b)
     assert a.shape != c.shape or not np.array_equal(a, c), "a different seed gave the same audio"
-    _, d = generate_one(default, TEXT, "v2/en_speaker_6", rng=5, silent=True, **CAP)
+    d = default.generate(TEXT, "v2/en_speaker_6", rng=5, silent=True, **CAP)
     np.testing.assert_array_equal(a, d)
 
 

@@ -157,6 +157,11 @@ def test_semantic_empty_text(text):
     (dict(voice={**voice(), "semantic_prompt": np.array([[1, 2]])}), "semantic_prompt"),
     (dict(voice={**voice(), "semantic_prompt": np.array([10_001])}), "outside"),
     (dict(min_eos_p=2.0), "min_eos_p"),
+    # wrong types: one-line BarkErrors too, not numpy's or Python's own messages
+    (dict(min_eos_p="x"), "min_eos_p: must be a finite number or None"),
+    (dict(max_gen_duration_s=[5]), "max_gen_duration_s: must be a finite number or None"),
+    (dict(max_gen_duration_s=-1), "max_gen_duration_s: must be >= 0"), (dict(temp="hot"), "temp"),
+    (dict(temp=float("inf")), "temp"), (dict(top_k=2.0), "top_k: must be an integer"), (dict(top_p=True), "top_p"),
 ])
 def test_semantic_bad_arguments(kwargs, match):
     with pytest.raises(BarkError, match=match) as e:
@@ -233,6 +238,9 @@ def test_coarse_bad_semantic(semantic, match):
 @pytest.mark.parametrize("kwargs,match", [
     (dict(max_coarse_history=59), "max_coarse_history"), (dict(max_coarse_history=631), "max_coarse_history"),
     (dict(sliding_window_len=200), "sliding_window_len"), (dict(sliding_window_len=0), "sliding_window_len"),
+    (dict(max_coarse_history="630"), "max_coarse_history: must be an integer"),
+    (dict(max_coarse_history=100.5), "max_coarse_history: must be an integer"),
+    (dict(sliding_window_len=None), "sliding_window_len: must be an integer"),
     (dict(temp=-0.5), "temp"), (dict(top_p=0.0), "top_p"),
     (dict(voice={**voice(), "coarse_prompt": np.zeros((2, 3), np.int64)}), "frames"),
 ])

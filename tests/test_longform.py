@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from barknp.constants import MAX_TEXT_TOKENS, SAMPLE_RATE
-from barknp.errors import BarkError
+from barknp.errors import BarkError, NoSpeechError
 from barknp.generation.semantic import normalize_text
-from barknp.longform import DEFAULT_MAX_LEN, generate_long, generate_one, speech_length, split_text
+from barknp.longform import DEFAULT_MAX_LEN, generate_long, speech_length, split_text
 
 CAP_S = 0.2  # semantic seconds per generation: ~10 tokens, enough to exercise every stage
 
@@ -143,7 +143,7 @@ def _by_hand(model, chunks, voice, seed, gap_s, continue_voice=False):
     rng = np.random.default_rng(seed)
     parts, prompt, fulls = [], voice, []
     for i, chunk in enumerate(chunks):
-        full, audio = generate_one(model, chunk, prompt, rng=rng, silent=True, max_gen_duration_s=CAP_S)
+        full, audio = model.generate(chunk, prompt, rng=rng, silent=True, output_full=True, max_gen_duration_s=CAP_S)
         if i:
             parts.append(np.zeros(int(round(gap_s * SAMPLE_RATE)), np.float32))
         parts.append(audio)
@@ -154,7 +154,7 @@ def _by_hand(model, chunks, voice, seed, gap_s, continue_voice=False):
 
 
 @pytest.mark.reference
-def test_generate_long_is_generate_one_per_chunk(bark):
+def test_generate_long_is_bark_generate_per_chunk(bark):
     chunks = split_text(TEXT, 30)
     assert len(chunks) == 3
     seen = []
@@ -188,15 +188,10 @@ def test_continue_voice_conditions_each_chunk_on_the_previous(bark):
 
 
 @pytest.mark.reference
-def test_single_chunk_equals_generate_one_equals_bark_generate(bark, monkeypatch):
-    _, one = generate_one(bark, "Just one.", "v2/en_speaker_6", rng=11, silent=True, max_gen_duration_s=CAP_S)
+def test_single_chunk_equals_bark_generate(bark):
+    one = bark.generate("Just one.", "v2/en_speaker_6", rng=11, silent=True, max_gen_duration_s=CAP_S)
     long = generate_long(bark, "Just one.", "v2/en_speaker_6", rng=11, silent=True, max_gen_duration_s=CAP_S)
     np.testing.assert_array_equal(long, one)
-    # Bark.generate has no duration cap: cap its semantic stage the same way, then compare
-    original = bark.text_to_semantic
-    monkeypatch.setattr(bark, "text_to_semantic",
-                        lambda *a, **k: original(*a, **{**k, "max_gen_duration_s": CAP_S}))
-    np.testing.assert_array_equal(bark.generate("Just one.", voice="v2/en_speaker_6", rng=11, silent=True), one)
 
 
 @pytest.mark.reference
@@ -213,14 +208,16 @@ def test_chunk_without_speech_is_skipped_with_a_warning(bark, monkeypatch):
         warnings.simplefilter("always")
         audio = generate_long(bark, TEXT, rng=1, max_len=30, gap_s=0.0, silent=True, max_gen_duration_s=CAP_S)
     assert any(re.search(r"chunk 2 of 3 produced no speech", str(w.message)) for w in caught)
-    _, a1 = generate_one(bark, "The first sentence is here.", rng=np.random.default_rng(1), silent=True,
-                         max_gen_duration_s=CAP_S)
+    a1 = bark.generate("The first sentence is here.", rng=np.random.default_rng(1), silent=True,
+                       max_gen_duration_s=CAP_S)
     assert len(audio) > len(a1)  # chunks 1 and 3 made it
     monkeypatch.setattr(bark, "text_to_semantic", lambda *a, **k: np.zeros(0, np.int64))
     with pytest.raises(BarkError, match="no chunk"), pytest.warns(UserWarning, match="produced no speech"):
         generate_long(bark, TEXT, rng=1, max_len=30, silent=True)
-    with pytest.raises(BarkError, match="stopped before its first token"):
+    with pytest.raises(NoSpeechError, match="stopped before its first token"):
         generate_long(bark, "Only one chunk.", rng=1, silent=True)
+    with pytest.raises(NoSpeechError, match="stopped before its first token"):
+        bark.generate("Only one chunk.", rng=1, silent=True)
 
 
 @pytest.mark.reference

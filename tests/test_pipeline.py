@@ -62,6 +62,23 @@ def test_generate_output_full_is_a_reusable_voice(model, tmp_path):
     assert rate == barknp.SAMPLE_RATE and len(data) == len(audio)
 
 
+def test_generate_times_and_announces_each_stage_and_equals_the_stages_chained(model):
+    seen, timings = [], {}
+    audio = model.generate("Hello there.", voice="v2/en_speaker_6", max_gen_duration_s=0.4, rng=5, silent=True,
+                           timings=timings, on_stage=seen.append)
+    assert seen == list(barknp.constants.STAGES) and set(timings) == set(seen)
+    assert all(t > 0 for t in timings.values())
+    np.testing.assert_array_equal(audio, short_generate(model, 5)[3])  # one generator, drawn in stage order
+    with pytest.raises(barknp.BarkError, match="one text only"):
+        model.generate(["a", "b"], timings={})
+
+
+def test_generate_without_speech_raises_no_speech_error(model, monkeypatch):
+    monkeypatch.setattr(model, "text_to_semantic", lambda *a, **k: np.zeros(0, np.int64))
+    with pytest.raises(barknp.NoSpeechError, match="before its first token"):
+        model.generate("Hello there.", rng=1, silent=True)
+
+
 def test_int8_weights_load_and_generate(tiny_model_dir):
     model = barknp.load(tiny_model_dir, weights="int8")
     from barknp.nn.quant import QLinear

@@ -185,3 +185,11 @@ def test_run_ahead_hands_the_forwards_error_to_the_caller(two_blas_threads):
     with pytest.raises(ValueError, match="the forward failed"):
         job.result()
     assert threads.get_num_threads() == {"numba": 2, "blas": 2}
+
+
+@pytest.mark.parametrize("bad", [0, -2, "x", 1.5, None, True])
+def test_set_num_threads_rejects_what_is_not_a_count(bad):
+    from barknp import BarkError, set_num_threads
+
+    with pytest.raises(BarkError, match="threads: must be"):
+        set_num_threads(bad)

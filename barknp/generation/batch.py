@@ -37,15 +37,19 @@ from ..constants import (
     CODEBOOK_SIZE,
     CODEC_HOP_LENGTH,
     COARSE_SLIDING_WINDOW_LEN,
+    FINE_TEMP,
     FINE_WINDOW,
     MAX_COARSE_HISTORY,
     MAX_SEMANTIC_STEPS,
+    MIN_EOS_P,
     N_FINE_CODEBOOKS,
     SEMANTIC_INFER_TOKEN,
     SEMANTIC_RATE_HZ,
     SEMANTIC_VOCAB_SIZE,
+    TEXT_TEMP,
+    WAVEFORM_TEMP,
 )
-from ..errors import BarkError
+from ..errors import BarkError, check_number
 from .coarse import CoarseState, check_coarse_windows, codebook_start, shared_prefix
 from .fine import FineState
 from .progress import progress
@@ -87,19 +91,6 @@ def item_generators(rng, n: int) -> list[np.random.Generator]:
     return as_generator(rng).spawn(n)
 
 
-def check_min_eos_p(min_eos_p) -> None:
-    """min_eos_p: None or a probability."""
-    if min_eos_p is not None and not (0 <= float(min_eos_p) <= 1):
-        raise BarkError(f"min_eos_p: must be in [0, 1] or None, got {min_eos_p!r}")
-
-
-def check_duration(limit) -> float | None:
-    """A max_gen_duration_s: None or a number >= 0."""
-    if limit is not None and not float(limit) >= 0:
-        raise BarkError(f"max_gen_duration_s: must be >= 0 or None, got {limit!r}")
-    return limit
-
-
 def resolve_voices(voices, n: int, presets_dir) -> list:
     """One voice for all, or a list of n, each resolved and checked by ``load_voice``."""
     return [load_voice(v, presets_dir) for v in per_item(voices, n, "voices")]
@@ -133,10 +124,10 @@ def generate_semantic_batch(
     tokenizer,
     texts,
     voices=None,
-    temp=0.7,
+    temp=TEXT_TEMP,
     top_k=None,
     top_p=None,
-    min_eos_p=0.2,
+    min_eos_p=MIN_EOS_P,
     max_gen_duration_s=None,
     allow_early_stop=True,
     rngs=None,
@@ -150,8 +141,8 @@ def generate_semantic_batch(
     """
     n = batch_size_of(texts, "texts")
     check_sampling_args(temp, top_k, top_p)
-    check_min_eos_p(min_eos_p)
-    limits = [check_duration(d) for d in per_item(max_gen_duration_s, n, "max_gen_duration_s")]
+    check_number("min_eos_p", min_eos_p, 0, 1, optional=True)
+    limits = [check_number("max_gen_duration_s", d, 0, optional=True) for d in per_item(max_gen_duration_s, n, "max_gen_duration_s")]
     voices = resolve_voices(voices, n, presets_dir)
     rngs = item_generators(rngs, n)
     prompts = np.stack(
@@ -199,7 +190,7 @@ def generate_coarse_batch(
     model,
     semantics,
     voices=None,
-    temp=0.7,
+    temp=WAVEFORM_TEMP,
     top_k=None,
     top_p=None,
     max_coarse_history=MAX_COARSE_HISTORY,
@@ -263,7 +254,7 @@ def generate_coarse_batch(
 # --- stage 3 ------------------------------------------------------------------------------------
 
 
-def generate_fine_batch(model, coarses, voices=None, temp=0.5, rngs=None, silent=True, presets_dir=None):
+def generate_fine_batch(model, coarses, voices=None, temp=FINE_TEMP, rngs=None, silent=True, presets_dir=None):
     """Coarse codes (N, T_i) -> a list of all codes (8, T_i) int64, as ``generate_fine`` per item.
 
     Every item must give the same number of codebooks N.
@@ -329,10 +320,10 @@ def generate_batch(
     bark,
     texts,
     voice=None,
-    text_temp=0.7,
-    waveform_temp=0.7,
-    fine_temp=0.5,
-    min_eos_p=0.2,
+    text_temp=TEXT_TEMP,
+    waveform_temp=WAVEFORM_TEMP,
+    fine_temp=FINE_TEMP,
+    min_eos_p=MIN_EOS_P,
     max_gen_duration_s=None,
     rng=None,
     batch_size=None,

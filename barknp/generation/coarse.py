@@ -36,8 +36,9 @@ from ..constants import (
     N_COARSE_CODEBOOKS,
     SEMANTIC_TO_COARSE_RATIO,
     SEMANTIC_VOCAB_SIZE,
+    WAVEFORM_TEMP,
 )
-from ..errors import BarkError
+from ..errors import BarkError, check_number
 from .progress import progress
 from .sampling import as_generator, check_sampling_args, sample
 from .voices import load_voice
@@ -78,6 +79,13 @@ def shared_prefix(a: np.ndarray, b: np.ndarray) -> int:
     return int(differ[0]) if differ.size else n
 
 
+def semantic_history_len(max_coarse_history: int = MAX_COARSE_HISTORY) -> int:
+    """Semantic tokens of history a coarse window keeps beside ``max_coarse_history`` coarse tokens,
+    the same stretch of audio (the original's ``max_semantic_history``: 209 for 630; not the
+    semantic stage's MAX_SEMANTIC_HISTORY)."""
+    return int(np.floor(max_coarse_history / SEMANTIC_TO_COARSE_RATIO))
+
+
 def voice_histories(voice: dict, max_semantic_history: int) -> tuple[np.ndarray, np.ndarray]:
     """The voice's trimmed semantic history (S,) and coarse history (C,) in model ids, int64."""
     sem = voice["semantic_prompt"]  # (T,)
@@ -107,11 +115,9 @@ def check_coarse_windows(max_coarse_history: int, sliding_window_len: int) -> No
     """Raise BarkError unless the windows fit the block: the history within the original's bounds,
     at least one step per window, and history + steps beside the semantic block."""
     room = BLOCK_SIZE - COARSE_SEMANTIC_WINDOW
-    if not MIN_COARSE_HISTORY <= max_coarse_history <= MAX_COARSE_HISTORY:
-        raise BarkError(
-            f"max_coarse_history: must be in [{MIN_COARSE_HISTORY}, {MAX_COARSE_HISTORY}], got {max_coarse_history}"
-        )
-    if sliding_window_len < 1 or max_coarse_history + sliding_window_len > room:
+    check_number("max_coarse_history", max_coarse_history, MIN_COARSE_HISTORY, MAX_COARSE_HISTORY, integer=True)
+    check_number("sliding_window_len", sliding_window_len, 1, integer=True)
+    if max_coarse_history + sliding_window_len > room:
         raise BarkError(
             f"sliding_window_len: must be >= 1 with max_coarse_history + sliding_window_len <= "
             f"{room}, got {sliding_window_len} (+{max_coarse_history})"
@@ -131,7 +137,7 @@ class CoarseState:
     def __init__(self, semantic, voice: dict | None, max_coarse_history: int):
         semantic = check_semantic(semantic)  # (T,)
         self.max_coarse_history = max_coarse_history
-        self.max_semantic_history = int(np.floor(max_coarse_history / SEMANTIC_TO_COARSE_RATIO))
+        self.max_semantic_history = semantic_history_len(max_coarse_history)
         if voice is not None:
             sem_hist, coarse_hist = voice_histories(voice, self.max_semantic_history)  # (S,), (C,)
         else:
@@ -173,7 +179,7 @@ def generate_coarse(
     model,
     semantic,
     voice=None,
-    temp=0.7,
+    temp=WAVEFORM_TEMP,
     top_k=None,
     top_p=None,
     max_coarse_history=MAX_COARSE_HISTORY,

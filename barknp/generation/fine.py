@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..constants import CODEBOOK_SIZE, FINE_HISTORY, FINE_PAD_TOKEN, FINE_STEP, FINE_WINDOW, N_FINE_CODEBOOKS
+from ..constants import (
+    CODEBOOK_SIZE,
+    FINE_HISTORY,
+    FINE_PAD_TOKEN,
+    FINE_STEP,
+    FINE_TEMP,
+    FINE_WINDOW,
+    N_FINE_CODEBOOKS,
+)
 from ..errors import BarkError
 from .progress import progress
 from .sampling import as_generator, check_sampling_args, draw_rows, softmax
@@ -66,7 +74,7 @@ class FineState:
         return np.ascontiguousarray(self.frames.T[:, self.n_history : self.n_history + self.n_frames])
 
 
-def generate_fine(model, coarse, voice=None, temp=0.5, rng=None, silent=True, presets_dir=None) -> np.ndarray:
+def generate_fine(model, coarse, voice=None, temp=FINE_TEMP, rng=None, silent=True, presets_dir=None) -> np.ndarray:
     """Coarse codes (N, T) int -> all codes (8, T) int64 in [0, CODEBOOK_SIZE); rows < N are the input.
 
     ``model`` is the fine GPT (``forward(codebook_idx, codes (B, T, 8), first, vocab)``, logits of

@@ -31,11 +31,9 @@ step of the semantic stage consumes one too), so a run is a pure function of its
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ..errors import BarkError
+from ..errors import BarkError, check_number
 
 
 def as_generator(rng=None) -> np.random.Generator:
@@ -54,26 +52,10 @@ def as_generator(rng=None) -> np.random.Generator:
 
 def check_sampling_args(temp, top_k=None, top_p=None, allow_none_temp: bool = False) -> None:
     """Raise BarkError for a temperature, top_k or top_p the sampler cannot honour."""
-    if temp is None:
-        if not allow_none_temp:
-            raise BarkError("temp: must be a number >= 0, got None")
-    else:
-        try:
-            t = float(temp)
-        except (TypeError, ValueError):
-            raise BarkError(f"temp: must be a number >= 0, got {temp!r}") from None
-        if math.isnan(t) or t < 0 or math.isinf(t):
-            raise BarkError(f"temp: must be a finite number >= 0, got {temp!r}")
-    if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-            raise BarkError(f"top_k: must be an integer >= 1 or None, got {top_k!r}")
-    if top_p is not None:
-        try:
-            p = float(top_p)
-        except (TypeError, ValueError):
-            raise BarkError(f"top_p: must be a number in (0, 1] or None, got {top_p!r}") from None
-        if not (0.0 < p <= 1.0):  # also rejects NaN
-            raise BarkError(f"top_p: must be a number in (0, 1] or None, got {top_p!r}")
+    check_number("temp", temp, 0, optional=allow_none_temp)
+    check_number("top_k", top_k, 1, integer=True, optional=True)
+    if check_number("top_p", top_p, 0, 1, optional=True) == 0:
+        raise BarkError("top_p: must be in (0, 1], got 0.0")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..constants import (
     MAX_SEMANTIC_HISTORY,
+    MIN_EOS_P,
     MAX_SEMANTIC_STEPS,
     MAX_TEXT_TOKENS,
     SEMANTIC_INFER_TOKEN,
@@ -31,8 +32,9 @@ from ..constants import (
     SEMANTIC_VOCAB_SIZE,
     TEXT_ENCODING_OFFSET,
     TEXT_PAD_TOKEN,
+    TEXT_TEMP,
 )
-from ..errors import BarkError
+from ..errors import BarkError, check_number
 from .progress import progress
 from .sampling import as_generator, check_sampling_args, sample
 from .voices import load_voice
@@ -79,10 +81,10 @@ def generate_semantic(
     tokenizer,
     text,
     voice=None,
-    temp=0.7,
+    temp=TEXT_TEMP,
     top_k=None,
     top_p=None,
-    min_eos_p=0.2,
+    min_eos_p=MIN_EOS_P,
     max_gen_duration_s=None,
     allow_early_stop=True,
     rng=None,
@@ -96,10 +98,8 @@ def generate_semantic(
     ``temp == 0`` is greedy. ``rng``: None, an int seed or a numpy Generator (see sampling.py).
     """
     check_sampling_args(temp, top_k, top_p)
-    if min_eos_p is not None and not (0 <= float(min_eos_p) <= 1):
-        raise BarkError(f"min_eos_p: must be in [0, 1] or None, got {min_eos_p!r}")
-    if max_gen_duration_s is not None and not float(max_gen_duration_s) >= 0:
-        raise BarkError(f"max_gen_duration_s: must be >= 0 or None, got {max_gen_duration_s!r}")
+    check_number("min_eos_p", min_eos_p, 0, 1, optional=True)
+    check_number("max_gen_duration_s", max_gen_duration_s, 0, optional=True)
     text_block = encode_text(tokenizer, text)  # (256,)
     voice = load_voice(voice, presets_dir)
     rng = as_generator(rng)

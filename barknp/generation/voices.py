@@ -64,7 +64,7 @@ def _check_array(voice: dict, key: str, ndim: int, rows: int | None, high: int, 
 
 
 def validate_voice(voice) -> dict:
-    """A dict (or NpzFile) with the three prompts -> a new dict of checked int64 arrays."""
+    """A dict with the three prompts -> a new dict of checked int64 arrays."""
     missing = [k for k in VOICE_KEYS if k not in voice]
     if missing:
         raise BarkError(f"voice: missing key(s) {', '.join(missing)} (needs {', '.join(VOICE_KEYS)})")
@@ -89,7 +89,8 @@ def load_voice(voice, presets_dir=None) -> dict | None:
     """Resolve and check a voice.
 
     ``voice`` is None (no voice: returns None), a preset name looked up as
-    ``presets_dir/<name>.npz``, a path to a Suno-style .npz, or a dict of the three arrays.
+    ``presets_dir/<name>.npz``, a path to a Suno-style .npz, a dict of the three arrays, or an
+    opened ``np.load(...)`` of an .npz.
     Returns {key: int64 array} with the shapes in the module docstring. Raises BarkError naming
     the problem (unknown name, missing file or key, wrong shape, dtype or range).
     """
@@ -97,10 +98,13 @@ def load_voice(voice, presets_dir=None) -> dict | None:
         return None
     if isinstance(voice, dict):
         return validate_voice(voice)
+    if isinstance(voice, np.lib.npyio.NpzFile):
+        return validate_voice({k: voice[k] for k in voice.files})
     if isinstance(voice, os.PathLike):
         voice = os.fspath(voice)
     if not isinstance(voice, str):
-        raise BarkError(f"voice: expected a preset name, an .npz path or a dict, got {type(voice).__name__}")
+        raise BarkError(f"voice: expected a preset name, an .npz path, a dict or an np.load of an .npz, "
+                        f"got {type(voice).__name__}")
     if voice.endswith(".npz") or os.path.isfile(voice):
         return validate_voice(_read_npz(voice))
     name = voice.replace("\\", "/").strip("/")
