@@ -98,8 +98,10 @@ def _load_model(src: str, home: str | None, offline: bool, quiet: bool, weights:
     """Locate (converting on first use) and load a model, with errors a user can act on."""
     from .convert import locate
     from .convert.hub import hub_offline
-    from .model import Bark
+    from .convert.quantize import UnwritableModelError
+    from .model import Bark, check_load_options
 
+    check_load_options(device, weights, kv_cache)
     if device == "cuda":
         from .cuda import require_cuda
 
@@ -119,6 +121,8 @@ def _load_model(src: str, home: str | None, offline: bool, quiet: bool, weights:
         raise
     try:
         model = Bark.from_dir(path, weights=weights, kv_cache=kv_cache)
+    except UnwritableModelError:  # the folder, not the model, is the problem
+        raise
     except (BarkError, OSError) as e:
         raise _damaged(e, path, src, home) from None
     if device == "cuda":

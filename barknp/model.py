@@ -63,9 +63,7 @@ class Bark:
         their int8 files into ``model_dir`` on first use. ``kv_cache="float16"`` keeps their KV
         caches in float16 (half the bytes a decode step reads from them; keys and values rounded).
         """
-        if weights not in ("float32", "int8"):
-            raise BarkError(f"weights must be 'float32' or 'int8', got {weights!r}")
-        kv_dtype(kv_cache)  # fails before anything loads
+        check_load_options("cpu", weights, kv_cache)  # fails before anything loads
 
         def causal(stage):
             path = ensure_int8(model_dir, stage) if weights == "int8" else stage_path(model_dir, stage)
@@ -170,6 +168,20 @@ class Bark:
         return audio
 
 
+def check_load_options(device: str, weights: str, kv_cache: str) -> None:
+    """Raise BarkError for a device, weights or KV cache choice that cannot run (checked before
+    anything is downloaded or converted)."""
+    if device not in ("cpu", "cuda"):
+        raise BarkError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
+    if weights not in ("float32", "int8"):
+        raise BarkError(f"weights must be 'float32' or 'int8', got {weights!r}")
+    half_cache = kv_dtype(kv_cache) != np.float32  # validates it too
+    if device == "cuda" and weights != "float32":
+        raise BarkError("int8 weights run on the CPU only: choose the cpu device or float32 weights")
+    if device == "cuda" and half_cache:
+        raise BarkError("a float16 KV cache runs on the CPU only: choose the cpu device or a float32 cache")
+
+
 def load(path_or_repo: str = "suno/bark-small", *, home: str | None = None, offline: bool | None = None,
          device: str = "cpu", weights: str = "float32", kv_cache: str = "float32", progress: bool = True) -> Bark:
     """Load a Bark model from a converted directory, a transformers-layout directory or a hub repo id.
@@ -183,16 +195,10 @@ def load(path_or_repo: str = "suno/bark-small", *, home: str | None = None, offl
     """
     from .convert import locate
 
-    if device not in ("cpu", "cuda"):
-        raise BarkError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
-    half_cache = kv_dtype(kv_cache) != np.float32  # validates it too, before anything is converted
+    check_load_options(device, weights, kv_cache)
     if device == "cuda":
         from .cuda import require_cuda
 
-        if weights != "float32":
-            raise BarkError("int8 weights run on the CPU only; use device='cpu' or weights='float32'")
-        if half_cache:
-            raise BarkError("a float16 KV cache runs on the CPU only; use device='cpu' or kv_cache='float32'")
         require_cuda()  # fail before converting or loading anything
     model = Bark.from_dir(locate(path_or_repo, home=home, offline=offline, progress=progress), weights=weights,
                           kv_cache=kv_cache)

@@ -40,13 +40,26 @@ def read_header(path: str) -> tuple[dict, dict, int]:
         raise BarkError(f"{path}: cannot read: {e.strerror}") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise BarkError(f"{path}: corrupt safetensors header (not JSON)") from None
-    metadata = header.pop("__metadata__", {}) or {}
     data_start = 8 + n
-    for name, entry in header.items():
-        begin, end = entry["data_offsets"]
+    try:  # the structure: {name: {dtype, shape, data_offsets}}, plus an optional __metadata__ dict
+        metadata = dict(header.pop("__metadata__", None) or {})
+        ends = {name: _entry_end(entry) for name, entry in header.items()}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise BarkError(f"{path}: corrupt safetensors header (entries are not name -> dtype, shape, "
+                        "data_offsets)") from None
+    for name, end in ends.items():
         if end > size - data_start:
             raise BarkError(f"{path}: truncated: tensor {name} runs past the end of the file")
     return header, metadata, data_start
+
+
+def _entry_end(entry: dict) -> int:
+    """A header entry's end offset, after checking its fields' types (raises on a malformed one)."""
+    begin, end = (int(v) for v in entry["data_offsets"])
+    [int(d) for d in entry["shape"]]
+    if not isinstance(entry["dtype"], str) or not 0 <= begin <= end:
+        raise ValueError("malformed entry")
+    return end
 
 
 def load_stage(path: str, stage: str) -> tuple[dict, dict[str, np.ndarray]]:

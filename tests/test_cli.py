@@ -243,6 +243,31 @@ def test_int8_weights_and_the_device_choice(tiny, tmp_path, capsys, offline_env)
     else:  # refused at once, in one line, before loading anything
         assert_user_error(code, err, "no CUDA GPU")
         assert not (tmp_path / "g.wav").exists()
+    # int8 weights or a float16 cache with the GPU: refused before any int8 file is made
+    fresh = tmp_path / "fresh"
+    shutil.copytree(model, fresh)
+    code, out, err = main(capsys, "say", "hi", "-o", tmp_path / "c.wav", "--model", fresh, "--device", "cuda",
+                          "--weights", "int8", "-q", *CAP)
+    assert_user_error(code, err, "int8 weights run on the CPU only")
+    assert not list(fresh.glob("*int8*"))
+
+
+@pytest.mark.reference
+def test_int8_into_a_read_only_model_says_so(tiny, tmp_path, capsys, offline_env, monkeypatch):
+    import barknp.convert.quantize as quantize
+
+    def refuse(path, *args, **kwargs):  # what writing into a read-only folder raises (tests run as root here)
+        raise PermissionError(13, "Permission denied", path)
+
+    _, model = tiny
+    own = tmp_path / "model"
+    shutil.copytree(model, own)
+    monkeypatch.setattr(quantize, "save_stage", refuse)
+    code, out, err = main(capsys, "say", "hi", "-o", tmp_path / "q.wav", "--model", own, "--weights", "int8",
+                          "-q", *CAP)
+    assert_user_error(code, err, "int8: cannot write", "Permission denied", "must be writable")
+    assert "damaged" not in err  # the folder is the problem, not the model in it
+    assert "damaged" not in err
 
 
 @pytest.mark.parametrize("command", [[], ["say"], ["voices"], ["info"], ["convert"]])

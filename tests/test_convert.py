@@ -573,3 +573,23 @@ def test_packaging_lists_every_package_and_carries_the_manifests():
     assert found <= listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"
     manifests = root / config["package-dir"]["barknp.convert.manifests"]
     assert sorted(p.name for p in manifests.glob("*.json")) == ["suno--bark-small.json", "suno--bark.json"]
+
+
+@pytest.mark.parametrize("header", [
+    [1, 2], {"a": 5}, {"a": {"dtype": "F32"}}, {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, "x"]}},
+    {"a": {"dtype": 4, "shape": [2], "data_offsets": [0, 8]}}, {"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}},
+    {"__metadata__": 3},
+])
+def test_a_malformed_header_is_a_one_line_error(tmp_path, header):
+    import json
+    import struct
+
+    from barknp.weights import read_header
+
+    raw = json.dumps(header).encode()
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(8))
+    with pytest.raises(BarkError, match="corrupt safetensors header"):
+        read_header(str(path))
+    with pytest.raises(BarkError, match="corrupt safetensors header"):
+        load_stage(str(path), "fine")

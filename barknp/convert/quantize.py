@@ -40,8 +40,13 @@ def quantize_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+class UnwritableModelError(BarkError):
+    """A model's int8 files were missing and its folder could not take them."""
+
+
 def ensure_int8(model_dir: str, stage: str) -> str:
-    """The int8 file of ``stage`` in ``model_dir``, written (atomically) from float32 if missing."""
+    """The int8 file of ``stage`` in ``model_dir``, written (atomically) from float32 if missing;
+    UnwritableModelError where the folder cannot take it."""
     if stage not in QUANTIZED_STAGES:
         raise BarkError(f"int8: only {', '.join(QUANTIZED_STAGES)} have int8 weights, not {stage!r}")
     path = int8_stage_path(model_dir, stage)
@@ -54,8 +59,11 @@ def ensure_int8(model_dir: str, stage: str) -> str:
     try:
         save_stage(tmp, stage, metadata["config"], quantize_tensors(tensors))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):
+            raise UnwritableModelError(f"int8: cannot write {path}: {e.strerror or e} (int8 weights are made once, into the "
+                            "model's folder, which must be writable then)") from None
         raise
     return path
