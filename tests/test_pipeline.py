@@ -100,10 +100,10 @@ def test_float16_kv_caches_load_and_generate(tiny_model_dir):
 def test_bad_device_and_weights_are_clear_errors(tiny_model_dir, monkeypatch):
     with pytest.raises(barknp.BarkError, match="weights must be"):
         barknp.load(tiny_model_dir, weights="int4")
-    import barknp.convert
+    from barknp import convert
 
     with monkeypatch.context() as m:  # refused before any download or conversion starts
-        m.setattr(barknp.convert, "locate", lambda *a, **k: pytest.fail("load located the model first"))
+        m.setattr(convert, "locate", lambda *a, **k: pytest.fail("load located the model first"))
         with pytest.raises(barknp.BarkError, match="weights must be"):
             barknp.load("suno/bark", weights="int4")
     with pytest.raises(barknp.BarkError, match="kv cache dtype must be one of"):
