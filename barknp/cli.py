@@ -134,7 +134,7 @@ def _load_model(src: str, home: str | None, offline: bool, quiet: bool, weights:
 
 def _say_batches(model, jobs, voice, seed: int, batch_size: int, quiet: bool, stage_kwargs: dict) -> int:
     """--out-dir with --batch-size N: lines run N at a time; line i keeps seed + i, so each file is
-    the one an unbatched run writes (long lines are not split in this mode)."""
+    the one an unbatched --no-long-form run writes (lines are not split into chunks here)."""
     import time
 
     from .audio import save_wav
@@ -214,6 +214,10 @@ def _plan(args) -> list[tuple[str, str]]:
 
     if (args.output is None) == (args.out_dir is None):
         raise BarkError("give -o OUT.wav (one file) or --out-dir DIR (one file per line of text), exactly one")
+    if args.batch_size > 1 and args.out_dir is None:
+        raise BarkError("--batch-size batches the lines of --out-dir: use it with --out-dir, not -o")
+    if args.batch_size > 1 and args.continue_voice:
+        raise BarkError("--continue-voice conditions a line's chunks on each other: batches do not split lines")
     text = _read_text(args)
     if args.output is not None:
         if not normalize_text(text):
@@ -460,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT.wav", help="the WAV file to write")
     p.add_argument("--out-dir", metavar="DIR", help="write one WAV per non-empty line of the text: DIR/001.wav, ...")
     p.add_argument("--batch-size", type=_BATCH, default=1, metavar="N",
-                   help="with --out-dir: generate N lines at once (each file as one-by-one with the same seed)")
+                   help="with --out-dir: generate N lines at once; lines are not split into chunks, so each "
+                   "file is the one --no-long-form writes with the same seed")
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="MODEL",
                    help="suno/bark-small (default), suno/bark, or a model directory")
     p.add_argument("--voice", metavar="VOICE",

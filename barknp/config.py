@@ -83,5 +83,3 @@ def config_to_json(config) -> str:
     return json.dumps(dataclasses.asdict(config), sort_keys=True)
 
 
-def config_from_json(cls, text: str):
-    return config_from_dict(cls, json.loads(text))

@@ -593,3 +593,12 @@ def test_a_malformed_header_is_a_one_line_error(tmp_path, header):
         read_header(str(path))
     with pytest.raises(BarkError, match="corrupt safetensors header"):
         load_stage(str(path), "fine")
+
+
+@pytest.mark.reference
+def test_an_unwritable_target_is_a_one_line_error(sources, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(BarkError, match="cannot write the converted model") as e:
+        convert(str(sources[("old", "bin")]), str(blocker / "model"), progress=False)
+    assert "\n" not in str(e.value)

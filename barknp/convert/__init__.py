@@ -13,7 +13,7 @@ import os
 import sys
 
 from ..errors import BarkError
-from .core import MODEL_JSON, check_manifest, convert_dir, find_manifest, read_voices, split_stages
+from .core import MODEL_JSON, convert_dir, find_manifest
 from .hub import cache_name, default_home, fetch, is_repo_id
 
 __all__ = ["cache_location", "convert", "locate", "default_home", "BarkError"]
@@ -28,18 +28,17 @@ def _unknown(src: str) -> BarkError:
     )
 
 
-def convert(src: str, out: str, *, home: str | None = None, offline: bool | None = None, progress: bool = True) -> str:
+def convert(src: str, out: str, *, offline: bool | None = None, progress: bool = True) -> str:
     """Convert ``src`` (a local directory or a hub repo id) into the barknp layout at ``out``.
 
     A repo id is fetched through the Hugging Face cache (``offline`` None follows HF_HUB_OFFLINE).
-    ``home`` is accepted for symmetry with ``locate`` and unused: ``out`` is explicit. Returns the
-    absolute path of ``out``. Raises BarkError for anything wrong with the source or the target.
+    Returns the absolute path of ``out``. Raises BarkError for anything wrong with the source or
+    the target.
     """
-    del home
     src = os.fspath(src)
     if os.path.isdir(src):
         path = os.path.abspath(src)
-        return convert_dir(path, out, source={"path": path}, progress=progress)
+        return _write(path, out, source={"path": path}, progress=progress)
     if not is_repo_id(src):
         raise _unknown(src)
     snapshot = fetch(src, offline=offline, progress=progress)
@@ -48,7 +47,15 @@ def convert(src: str, out: str, *, home: str | None = None, offline: bool | None
     if manifest is None and src in OFFICIAL:
         print(f"barknp: warning: no manifest for {src} installed; checking shapes against its config only",
               file=sys.stderr)
-    return convert_dir(snapshot, out, source=source, manifest=manifest, progress=progress)
+    return _write(snapshot, out, source=source, manifest=manifest, progress=progress)
+
+
+def _write(src_dir: str, out: str, **kwargs) -> str:
+    """``convert_dir``, with a failure to write the target (a full disk, a read-only folder) as a BarkError."""
+    try:
+        return convert_dir(src_dir, out, **kwargs)
+    except OSError as e:
+        raise BarkError(f"{out}: cannot write the converted model: {e.strerror or e}") from None
 
 
 def cache_location(path_or_repo: str, *, home: str | None = None) -> tuple[str, bool]:
@@ -83,7 +90,7 @@ def locate(path_or_repo: str, *, home: str | None = None, offline: bool | None =
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     try:
         return convert(src, dest, offline=offline, progress=progress)
-    except OSError:
+    except BarkError:
         # Another process may have finished the same conversion first: its result is as good.
         if os.path.isfile(os.path.join(dest, MODEL_JSON)):
             return dest

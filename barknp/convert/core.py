@@ -22,9 +22,9 @@ import zipfile
 
 import numpy as np
 
-from .. import constants as C
 from ..config import CodecConfig, GPTConfig, config_from_dict, config_to_json
 from ..errors import BarkError
+from ..generation.voices import VOICE_KEYS, check_prompt
 from ..weights import FORMAT, STAGES, read_header, save_stage, stage_path
 from . import layout
 from .unpickle import load_torch_state_dict
@@ -32,7 +32,6 @@ from .unpickle import load_torch_state_dict
 MODEL_JSON = "barknp.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 SPEAKER_JSON = "speaker_embeddings_path.json"
-PROMPT_KEYS = ("semantic_prompt", "coarse_prompt", "fine_prompt")
 
 # stage -> (checkpoint prefix, key of its sub-config in config.json)
 PREFIXES = {
@@ -304,23 +303,6 @@ def find_manifest(repo_id: str) -> str | None:
 
 # --- voices ---------------------------------------------------------------------------------------
 
-def _check_prompt(voice: str, key: str, arr: np.ndarray) -> np.ndarray:
-    """A voice prompt must be an integer array of the shape and range its stage reads."""
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise BarkError(f"voice {voice}: {key} has dtype {arr.dtype}, expected integers")
-    want_ndim, rows, limit = {
-        "semantic_prompt": (1, None, C.SEMANTIC_VOCAB_SIZE),
-        "coarse_prompt": (2, C.N_COARSE_CODEBOOKS, C.CODEBOOK_SIZE),
-        "fine_prompt": (2, C.N_FINE_CODEBOOKS, C.CODEBOOK_SIZE),
-    }[key]
-    if arr.ndim != want_ndim or (rows is not None and arr.shape[0] != rows):
-        want = f"({rows}, T)" if rows else "(T,)"
-        raise BarkError(f"voice {voice}: {key} has shape {arr.shape}, expected {want}")
-    if arr.size and (arr.min() < 0 or arr.max() >= limit):
-        raise BarkError(f"voice {voice}: {key} holds values outside [0, {limit})")
-    return np.ascontiguousarray(arr)
-
-
 def read_voices(src: str) -> dict[str, dict[str, np.ndarray]]:
     """{voice name: {prompt key: array}} from the source's ``speaker_embeddings_path.json``.
 
@@ -344,7 +326,7 @@ def read_voices(src: str) -> dict[str, dict[str, np.ndarray]]:
         if not _VOICE_NAME.match(name) or not isinstance(entry, dict):
             raise BarkError(f"{SPEAKER_JSON}: bad voice entry {name!r:.80}")
         prompts = {}
-        for key in PROMPT_KEYS:
+        for key in VOICE_KEYS:
             if key not in entry:
                 raise BarkError(f"{SPEAKER_JSON}: voice {name} has no {key}")
             path = _source_file(src, entry[key], f"{SPEAKER_JSON}: voice {name}")
@@ -356,7 +338,7 @@ def read_voices(src: str) -> dict[str, dict[str, np.ndarray]]:
                 raise BarkError(f"voice {name}: cannot read {entry[key]} ({e})"[:300]) from None
             if not isinstance(arr, np.ndarray):
                 raise BarkError(f"voice {name}: {entry[key]} is not a single .npy array")
-            prompts[key] = _check_prompt(name, key, arr)
+            prompts[key] = np.ascontiguousarray(check_prompt(arr, key, f"voice {name}"))  # its dtype kept
         voices[name] = prompts
     return voices
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import io
-import os
 import pickle
 import zipfile
 
@@ -215,5 +214,3 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     return out
 
 
-def is_torch_zip(path: str) -> bool:
-    return os.path.isfile(path) and zipfile.is_zipfile(path)

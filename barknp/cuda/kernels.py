@@ -567,7 +567,7 @@ class Device:
         return out
 
     def softmax(self, x, out=None):
-        """Row-wise softmax of x (R, S). Reference: ``barknp.nn.ops.softmax``."""
+        """Row-wise softmax of x (R, S). Reference: ``barknp.generation.sampling.softmax``."""
         if out is None:
             out = self.empty(x.shape)
         self.k.softmax_rows[self._rows(x.shape[0]), self.config.threads](x, out)

@@ -6,6 +6,8 @@
     fine.py       codebooks 0..1 -> 0..7 (8, T')          generate_fine
     sampling.py   the rng, top-k / top-p / temperature and the one documented draw rule
     voices.py     voice prompts: load, validate, list, save
+    batch.py      the three loops over several texts at once, each item as if alone
+    progress.py   the progress bars (stderr, silenced with ``silent``)
 
 The loops reproduce the original token for token: given the same logits and the same stream of
 uniform numbers (one per sampled token, see sampling.py), barknp picks the same tokens as the

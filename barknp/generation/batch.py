@@ -17,7 +17,7 @@ the networks are called:
 * coarse: each window's prompt (semantic block + history) differs in length between rows, so the
   prompts are left-padded to the longest and the first forward of the window gets ``pad=``; the
   cache is rebuilt every window, unless no row is padded, now or in the cache, and every live
-  row's window starts with what the cache holds for it (no voices: the first ~10 s of audio),
+  row's window starts with what the cache holds for it (no voices: the first ~10 windows, ~4 s),
   where the shared positions are kept, as in the single loop. All live rows are at the same step of the
   same window (every window but a row's last is full), so they share the codebook whose turn it
   is. A row whose steps are done stops drawing (and leaves at the next window).

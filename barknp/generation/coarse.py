@@ -59,7 +59,11 @@ def check_semantic(semantic) -> np.ndarray:
 
 
 def fresh_cache(model, cache):
-    """An empty cache for one sequence: ``cache`` emptied when it can be, else a new one."""
+    """An empty cache for one sequence: ``cache`` emptied when it can be, else a new one.
+
+    A model's cache is whatever its ``new_cache`` makes; one with ``reset`` and ``truncate`` (as
+    KVCache) is reused and cut back, any other (the tests' scripted models) made afresh.
+    """
     if cache is not None and hasattr(cache, "reset"):
         cache.reset()
         return cache

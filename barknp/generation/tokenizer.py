@@ -1,10 +1,10 @@
 """Bark's text tokenizer: bert-base-multilingual-cased WordPiece, without special tokens.
 
 Suno's original calls ``BertTokenizer.encode(text, add_special_tokens=False)``. barknp reads the
-same vocabulary through the ``tokenizers`` library: ``tokenizer.json`` when the folder has one,
-otherwise ``vocab.txt`` with the cased BERT settings (clean control characters, split CJK
-characters into single tokens, no lower-casing, no accent stripping). Either way the ids are
-the plain BERT ids; the semantic stage shifts them by ``TEXT_ENCODING_OFFSET``.
+same vocabulary through the ``tokenizers`` library: ``vocab.txt`` with the cased BERT settings
+(clean control characters, split CJK characters into single tokens, no lower-casing, no accent
+stripping) when the folder has one, otherwise ``tokenizer.json``. Either way the ids are the
+plain BERT ids; the semantic stage shifts them by ``TEXT_ENCODING_OFFSET``.
 """
 
 from __future__ import annotations

@@ -47,20 +47,31 @@ def list_voices(presets_dir) -> list[str]:
     return sorted(names)
 
 
-def _check_array(voice: dict, key: str, ndim: int, rows: int | None, high: int, min_len: int) -> np.ndarray:
-    arr = voice[key]
-    if not isinstance(arr, np.ndarray):
-        arr = np.asarray(arr)
+# Per prompt: its number of axes, its rows (None: any), the bound of its values, its least length.
+_PROMPT_SHAPES = {
+    "semantic_prompt": (1, None, SEMANTIC_VOCAB_SIZE, 1),
+    "coarse_prompt": (2, N_COARSE_CODEBOOKS, CODEBOOK_SIZE, 0),
+    "fine_prompt": (2, N_FINE_CODEBOOKS, CODEBOOK_SIZE, 0),
+}
+
+
+def check_prompt(arr, key: str, where: str = "voice") -> np.ndarray:
+    """One of a voice's three arrays, checked: integers, of the shape and range its stage reads.
+
+    Returns it as an array of its own integer dtype; ``where`` starts the error messages.
+    """
+    ndim, rows, high, min_len = _PROMPT_SHAPES[key]
+    arr = np.asarray(arr)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise BarkError(f"voice: {key} must hold integers, got dtype {arr.dtype}")
+        raise BarkError(f"{where}: {key} must hold integers, got dtype {arr.dtype}")
     if arr.ndim != ndim or (rows is not None and arr.shape[0] != rows):
         want = f"({rows}, T)" if rows is not None else "(T,)"
-        raise BarkError(f"voice: {key} must have shape {want}, got {arr.shape}")
+        raise BarkError(f"{where}: {key} must have shape {want}, got {arr.shape}")
     if arr.shape[-1] < min_len:
-        raise BarkError(f"voice: {key} is empty")
+        raise BarkError(f"{where}: {key} is empty")
     if arr.size and (arr.min() < 0 or arr.max() >= high):
-        raise BarkError(f"voice: {key} holds values in [{arr.min()}, {arr.max()}], outside [0, {high})")
-    return arr.astype(np.int64)
+        raise BarkError(f"{where}: {key} holds values in [{arr.min()}, {arr.max()}], outside [0, {high})")
+    return arr
 
 
 def validate_voice(voice) -> dict:
@@ -68,11 +79,7 @@ def validate_voice(voice) -> dict:
     missing = [k for k in VOICE_KEYS if k not in voice]
     if missing:
         raise BarkError(f"voice: missing key(s) {', '.join(missing)} (needs {', '.join(VOICE_KEYS)})")
-    return {
-        "semantic_prompt": _check_array(voice, "semantic_prompt", 1, None, SEMANTIC_VOCAB_SIZE, 1),
-        "coarse_prompt": _check_array(voice, "coarse_prompt", 2, N_COARSE_CODEBOOKS, CODEBOOK_SIZE, 0),
-        "fine_prompt": _check_array(voice, "fine_prompt", 2, N_FINE_CODEBOOKS, CODEBOOK_SIZE, 0),
-    }
+    return {key: check_prompt(voice[key], key).astype(np.int64) for key in VOICE_KEYS}
 
 
 def _read_npz(path: str) -> dict:

@@ -11,7 +11,7 @@ Everything after the LSTM is causal, so it runs as a stream over chunks of frame
 the few samples of left context the next chunk needs (a transposed conv's overlap, a conv's
 receptive field). The full-length activations (up to 24000 x 32 floats per second of audio) never
 exist; per chunk they stay small enough to live in cache. Memory that grows with the duration is
-the LSTM's: its input projections (T, 2048) and outputs (T, 512), 10 KB per frame, 37 MB for a
+the LSTM's: its input projections (T, 2048) and outputs (T, 512), 10 KB per frame, 45 MB for a
 minute, beside the returned audio (1.3 KB per frame).
 
 ``decode_reference`` runs the same network with the plain-NumPy reference of every layer, on whole

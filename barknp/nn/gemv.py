@@ -77,7 +77,7 @@ def _rows_matmul(x, w, scale, out):  # x (N, K) f32, w (O, K) f32|i8, scale (O,)
                     b3 += v * p3
                 out[r, o0], out[r, o0 + 1], out[r, o0 + 2], out[r, o0 + 3] = a0, a1, a2, a3
                 out[r + 1, o0], out[r + 1, o0 + 1], out[r + 1, o0 + 2], out[r + 1, o0 + 3] = b0, b1, b2, b3
-            if n % 2:  # the odd last input row (a batch of one): four weight rows streamed side by side
+            if n % 2:  # the last input row of an odd batch (3, 5, ...): four weight rows side by side
                 r = n - 1
                 xa = x[r]
                 a0 = a1 = a2 = a3 = np.float32(0.0)

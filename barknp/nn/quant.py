@@ -53,7 +53,8 @@ def _dequantize_into(q, scale, out):  # q (R, K) int8, scale (R,) f32 -> out (R,
 
 
 def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """(out, in) int8 and (out,) float32 -> (out, in) float32."""
+    """(out, in) int8 and (out,) float32 -> (out, in) float32: the plain-NumPy reference of
+    :func:`dequantized_weight`."""
     return q.astype(np.float32) * scale[:, None]
 
 
