@@ -38,6 +38,7 @@ import threading
 import numpy as np
 
 from .constants import FINE_TEMP, MIN_EOS_P, SAMPLE_RATE, TEXT_TEMP, WAVEFORM_TEMP
+from .convert.hub import LARGE_REPO, SMALL_REPO
 from .errors import BarkError
 from .generation.sampling import as_generator
 from .generation.voices import save_voice
@@ -54,8 +55,6 @@ __all__ = [
     "text_to_semantic",
 ]
 
-SMALL_REPO = "suno/bark-small"  # Suno's "use_small" checkpoints (text.pt, coarse.pt, fine.pt)
-LARGE_REPO = "suno/bark"  # Suno's default checkpoints (text_2.pt, coarse_2.pt, fine_2.pt)
 
 
 class DefaultModels:
@@ -91,7 +90,7 @@ DEFAULT_MODELS = DefaultModels()
 
 
 def _env_flag(name: str) -> bool:
-    # Suno's own parsing of its environment switches
+    # Suno's own parsing of its environment switches (convert/hub.py's follows huggingface_hub's)
     return os.environ.get(name, "False").lower() in ("true", "1", "t")
 
 

@@ -23,10 +23,10 @@ import tempfile
 import warnings
 
 from .constants import FINE_TEMP, MIN_EOS_P, TEXT_TEMP, WAVEFORM_TEMP
+from .convert.hub import DEFAULT_MODEL
 from .errors import BarkError
 from .longform import DEFAULT_GAP_S, DEFAULT_MAX_LEN
 
-DEFAULT_MODEL = "suno/bark-small"
 
 
 # --- argument types: a bad value is a usage error (argparse prints usage and exits 2) ----------

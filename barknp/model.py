@@ -26,6 +26,7 @@ from .constants import (
     WAVEFORM_TEMP,
 )
 
+from .convert.hub import DEFAULT_MODEL
 from .convert.quantize import ensure_int8
 from .errors import BarkError, NoSpeechError
 from .generation.batch import generate_batch
@@ -182,7 +183,7 @@ def check_load_options(device: str, weights: str, kv_cache: str) -> None:
         raise BarkError("a float16 KV cache runs on the CPU only: choose the cpu device or a float32 cache")
 
 
-def load(path_or_repo: str = "suno/bark-small", *, home: str | None = None, offline: bool | None = None,
+def load(path_or_repo: str = DEFAULT_MODEL, *, home: str | None = None, offline: bool | None = None,
          device: str = "cpu", weights: str = "float32", kv_cache: str = "float32", progress: bool = True) -> Bark:
     """Load a Bark model from a converted directory, a transformers-layout directory or a hub repo id.
 

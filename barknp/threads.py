@@ -23,6 +23,10 @@ run on both cores. Measured on the 2-core machine (medians of 15 alternating run
 else, one thread each (a coarse window's prefill beside the previous window's decode steps), and
 the caller then helps finish it: its workers' pool is a queue from which a free thread takes the
 shares nobody has started.
+
+Both counts belong to the process, and barknp changes and restores them around the calls above:
+run one generation per process at a time (two in threads of one process would undo each other's
+settings and oversubscribe the cores), and use processes for parallel generations.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import functools
 import glob
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -61,16 +66,24 @@ _GETTERS = (
 
 
 def _blas_libraries() -> list[ctypes.CDLL]:
-    """The BLAS shared libraries bundled with NumPy (numpy.libs/ or numpy/.libs)."""
+    """The BLAS shared libraries NumPy may use: those bundled with its wheels (numpy.libs/ or
+    numpy/.libs), then any BLAS or MKL library already loaded into the process (a distribution's
+    or conda's NumPy links its BLAS from elsewhere; Linux's /proc/self/maps lists it)."""
     root = os.path.dirname(os.path.dirname(np.__file__))
     patterns = [os.path.join(root, "numpy.libs", "*blas*"), os.path.join(os.path.dirname(np.__file__), ".libs", "*blas*")]
+    paths = [path for pattern in patterns for path in sorted(glob.glob(pattern))]
+    try:
+        with open("/proc/self/maps") as maps:
+            loaded = {line.split()[-1] for line in maps if line.rstrip().endswith(".so") or ".so." in line}
+        paths += sorted(p for p in loaded if "blas" in os.path.basename(p) or "mkl_rt" in os.path.basename(p))
+    except OSError:  # not Linux: the bundled libraries only
+        pass
     libs = []
-    for pattern in patterns:
-        for path in sorted(glob.glob(pattern)):
-            try:
-                libs.append(ctypes.CDLL(path))
-            except OSError:
-                continue
+    for path in dict.fromkeys(paths):
+        try:
+            libs.append(ctypes.CDLL(path))
+        except OSError:
+            continue
     return libs
 
 
@@ -86,6 +99,12 @@ def _blas_function(names: tuple[str, ...]):
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def _warn_no_blas() -> None:  # once per process
+    warnings.warn("barknp: NumPy's BLAS library (OpenBLAS or MKL) was not found, so the thread count "
+                  "applies to Numba's kernels only", RuntimeWarning, stacklevel=3)
+
+
 def _call_first(names, *args):
     fn = _blas_function(names)
     return None if fn is None else fn(*args)
@@ -95,6 +114,8 @@ def set_num_threads(n: int) -> None:
     """Use ``n`` threads for matrix products (BLAS) and for Numba's parallel kernels."""
     n = check_number("threads", n, 1, integer=True)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if _blas_function(_SETTERS) is None:
+        _warn_no_blas()
     _call_first(_SETTERS, ctypes.c_int(n))
 
 

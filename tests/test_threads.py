@@ -193,3 +193,18 @@ def test_set_num_threads_rejects_what_is_not_a_count(bad):
 
     with pytest.raises(BarkError, match="threads: must be"):
         set_num_threads(bad)
+
+
+def test_set_num_threads_warns_once_where_numpys_blas_is_not_found(monkeypatch):
+    from barknp import threads
+
+    monkeypatch.setattr(threads, "_blas_function", lambda names: None)
+    threads._warn_no_blas.cache_clear()
+    before = threads.numba.get_num_threads()
+    try:
+        with pytest.warns(RuntimeWarning, match="applies to Numba's kernels only"):
+            threads.set_num_threads(1)
+        assert threads.numba.get_num_threads() == 1  # Numba's count is still set
+    finally:
+        threads.numba.set_num_threads(before)
+        threads._warn_no_blas.cache_clear()

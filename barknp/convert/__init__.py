@@ -14,11 +14,11 @@ import sys
 
 from ..errors import BarkError
 from .core import MODEL_JSON, convert_dir, find_manifest
-from .hub import cache_name, default_home, fetch, is_repo_id
+from .hub import LARGE_REPO, SMALL_REPO, cache_name, default_home, fetch, is_repo_id
 
 __all__ = ["cache_location", "convert", "locate", "default_home", "BarkError"]
 
-OFFICIAL = ("suno/bark-small", "suno/bark")  # the models weights/manifests/ lists
+OFFICIAL = (SMALL_REPO, LARGE_REPO)  # the models weights/manifests/ lists
 
 
 def _unknown(src: str) -> BarkError:

@@ -12,6 +12,10 @@ import re
 
 from ..errors import BarkError
 
+SMALL_REPO = "suno/bark-small"  # 12 layers, 768 wide; Suno's "use_small" checkpoints (text.pt, coarse.pt, fine.pt)
+LARGE_REPO = "suno/bark"  # 24 layers, 1024 wide; Suno's default checkpoints (text_2.pt, coarse_2.pt, fine_2.pt)
+DEFAULT_MODEL = SMALL_REPO  # barknp's default (load, the command line): ~3x the large one's speed on a CPU
+
 # The files of a transformers Bark repository that conversion needs.
 HUB_PATTERNS = [
     "config.json",
@@ -38,6 +42,7 @@ def is_repo_id(text: str) -> bool:
 
 
 def _env_flag(name: str) -> bool:
+    # huggingface_hub's parsing of its switches (api.py's follows Suno's for Suno's: they differ)
     return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 

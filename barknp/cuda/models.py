@@ -121,7 +121,7 @@ def merged_index(ids: np.ndarray, merge_context: bool) -> np.ndarray:
 class CUDACausalGPT:
     """``CausalGPT`` (semantic or coarse) on the device, built from a CPU model's weights."""
 
-    check_pad = CausalGPT.check_pad  # the CPU's validation of left padding, its messages included
+    resolve_pad = CausalGPT.resolve_pad  # the CPU's validation of left padding, its messages included
 
     def __init__(self, cpu: CausalGPT, dev: Device):
         self.dev = dev
@@ -161,7 +161,7 @@ class CUDACausalGPT:
         limit = c.block_size if cache is None else min(c.block_size, cache.max_len)
         if past + T > limit:
             raise BarkError(f"{self.name}: sequence of {past + T} positions exceeds the block size {limit}")
-        pad = self.check_pad(pad, B, T, cache)  # (B,) int64 or None; a cache now holds it
+        pad = self.resolve_pad(pad, B, T, cache)  # (B,) int64 or None; a cache now holds it
         if pad is None:
             d_pad = None
         else:

@@ -209,7 +209,7 @@ def generate_coarse_batch(
 
     n_windows = max(int(np.ceil(r.n_steps / sliding_window_len)) for r in rows)
     cache, cached_rows = None, []
-    held = np.zeros((0, 0), dtype=np.int64)  # (B, L): the ids the cache holds, per cached row
+    held = np.zeros((0, 0), dtype=np.int64)  # (B, L): the ids the cache holds, one row per cached item
     for w in progress(range(n_windows), silent=silent):
         live = [i for i, r in enumerate(rows) if r.n_step < r.n_steps]  # each at step w * sliding_window_len
         ids, pad = left_pad([rows[i].window_ids() for i in live])  # (B, T), (B,)
@@ -217,7 +217,7 @@ def generate_coarse_batch(
         # positions every live row's window shares with what the cache holds for it are kept.
         keep = 0
         if held.shape[1] and not pad.any() and set(live) <= set(cached_rows) and hasattr(cache, "truncate"):
-            kept = [cached_rows.index(i) for i in live]
+            kept = [cached_rows.index(i) for i in live]  # (B_live,): each live item's row in the cache
             keep = min(min(shared_prefix(held[k], ids[b]) for b, k in enumerate(kept)), ids.shape[1] - 1)
         if keep:
             cache = cache.keep_rows(kept) if len(kept) < len(cached_rows) else cache

@@ -374,7 +374,8 @@ class Codec:
                     out[g0 * hop : g1 * hop] = y[:, 0]  # y: (frames * 320, 1)
 
     def decode_reference(self, codes) -> np.ndarray:
-        """``decode`` computed with the plain-NumPy reference layers on whole sequences."""
+        """``decode`` computed with the plain-NumPy reference layers on whole sequences: codes (B, 8, T)
+        or (8, T) integer -> audio (B, T * 320) or (T * 320,) float32."""
         codes, single = self._check_codes(codes)
         B, _, T = codes.shape
         raw = self.raw

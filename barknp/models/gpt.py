@@ -103,8 +103,9 @@ class CausalGPT:
         c = self.config
         return KVCache(c.num_layers, batch, c.num_heads, max_len or c.block_size, c.head_dim, self.kv_dtype)
 
-    def check_pad(self, pad, B: int, T: int, cache: KVCache | None) -> np.ndarray | None:
-        """The left-padding counts in force: given now (first call) or kept by the cache."""
+    def resolve_pad(self, pad, B: int, T: int, cache: KVCache | None) -> np.ndarray | None:
+        """The left-padding counts (B,) int64 in force, or None: ``pad`` checked and stored in the
+        cache on a first call, else what the cache kept."""
         if pad is None:
             return None if cache is None else cache.pad
         if cache is not None and cache.length:
@@ -163,7 +164,7 @@ class CausalGPT:
         limit = c.block_size if cache is None else min(c.block_size, cache.max_len)
         if past + T > limit:
             raise BarkError(f"{self.name}: sequence of {past + T} positions exceeds the block size {limit}")
-        pad = self.check_pad(pad, B, T, cache)
+        pad = self.resolve_pad(pad, B, T, cache)
         if pad is None:
             x = x + self.position_embeds_layer[past : past + T]  # (B, T, C)
         else:
