@@ -229,7 +229,7 @@ def split_stages(tensors: dict[str, np.ndarray], config: dict) -> dict[str, tupl
 
     sub = config["codec_config"]
     cfg = config_from_dict(CodecConfig, sub)
-    bandwidths = sub.get("target_bandwidths") or (1.5, 3.0, 6.0, 12.0, 24.0)
+    bandwidths = sub.get("target_bandwidths") or layout.ENCODEC_TARGET_BANDWIDTHS
     raw = {
         k: v for k, v in by_stage["codec"].items()
         if not k.startswith("encoder.") and not _CODEBOOK_STATS.match(k)

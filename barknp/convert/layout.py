@@ -9,6 +9,7 @@ them, so a checkpoint that does not fit its config fails at conversion, not at l
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from ..config import CodecConfig, GPTConfig
 
@@ -48,7 +49,33 @@ def gpt_tensors(config: GPTConfig, fine: bool) -> dict[str, tuple]:
     return out
 
 
-def num_quantizers(config: CodecConfig, target_bandwidths=(1.5, 3.0, 6.0, 12.0, 24.0)) -> int:
+# EnCodec 24 kHz's bandwidths (kbps), where a checkpoint's config does not list them.
+ENCODEC_TARGET_BANDWIDTHS = (1.5, 3.0, 6.0, 12.0, 24.0)
+
+
+class CodecLayerNames(NamedTuple):
+    """Module names of EnCodec's decoder layers, numbered as transformers' EncodecDecoder numbers
+    its ModuleList: 0 conv in, 1 LSTM, then per upsampling ratio an ELU, a transposed conv and
+    ``num_residual_layers`` residual blocks; finally an ELU and the output conv."""
+
+    first: str
+    lstm: str
+    stages: list  # per upsampling ratio: (transposed conv, [residual blocks])
+    last: str
+
+
+def codec_layer_names(config: CodecConfig) -> CodecLayerNames:
+    index = 2
+    stages = []
+    for _ in config.upsampling_ratios:
+        up = f"decoder.layers.{index + 1}"  # after the ELU at ``index``
+        index += 2
+        stages.append((up, [f"decoder.layers.{index + j}" for j in range(config.num_residual_layers)]))
+        index += config.num_residual_layers
+    return CodecLayerNames("decoder.layers.0", "decoder.layers.1.lstm", stages, f"decoder.layers.{index + 1}")
+
+
+def num_quantizers(config: CodecConfig, target_bandwidths=ENCODEC_TARGET_BANDWIDTHS) -> int:
     """Codebooks of the residual quantizer: enough for the highest bandwidth (32 for EnCodec 24 kHz)."""
     hop = math.prod(config.upsampling_ratios)
     frame_rate = math.ceil(config.sampling_rate / hop)
@@ -57,42 +84,34 @@ def num_quantizers(config: CodecConfig, target_bandwidths=(1.5, 3.0, 6.0, 12.0, 
 
 
 def codec_tensors(config: CodecConfig, n_quantizers: int) -> dict[str, tuple]:
-    """{name: shape} of EnCodec's decoder and codebooks, indexed as transformers' EncodecDecoder.
+    """{name: shape} of EnCodec's decoder (names: :func:`codec_layer_names`) and codebooks.
 
-    decoder.layers: 0 conv in, 1 LSTM, then per upsampling ratio an ELU, a transposed conv and
-    ``num_residual_layers`` residual blocks; finally an ELU and the output conv. Convs are
-    (out, in, kernel); transposed convs (in, out, kernel) as torch stores them.
+    Convs are (out, in, kernel); transposed convs (in, out, kernel) as torch stores them.
     """
     out: dict[str, tuple] = {}
+    names = codec_layer_names(config)
     width = config.num_filters * 2 ** len(config.upsampling_ratios)
 
     def conv(prefix, c_out, c_in, k, transposed=False):
         out[prefix + ".conv.weight"] = (c_in, c_out, k) if transposed else (c_out, c_in, k)
         out[prefix + ".conv.bias"] = (c_out,)
 
-    conv("decoder.layers.0", width, config.hidden_size, config.kernel_size)
+    conv(names.first, width, config.hidden_size, config.kernel_size)
     for i in range(config.num_lstm_layers):
-        p = "decoder.layers.1.lstm."
-        out[p + f"weight_ih_l{i}"] = (4 * width, width)
-        out[p + f"weight_hh_l{i}"] = (4 * width, width)
-        out[p + f"bias_ih_l{i}"] = (4 * width,)
-        out[p + f"bias_hh_l{i}"] = (4 * width,)
-    index = 2
-    for ratio in config.upsampling_ratios:
-        index += 1  # the ELU before the upsampling conv
-        conv(f"decoder.layers.{index}", width // 2, width, 2 * ratio, transposed=True)
-        index += 1
+        out[f"{names.lstm}.weight_ih_l{i}"] = (4 * width, width)
+        out[f"{names.lstm}.weight_hh_l{i}"] = (4 * width, width)
+        out[f"{names.lstm}.bias_ih_l{i}"] = (4 * width,)
+        out[f"{names.lstm}.bias_hh_l{i}"] = (4 * width,)
+    for ratio, (up, blocks) in zip(config.upsampling_ratios, names.stages):
+        conv(up, width // 2, width, 2 * ratio, transposed=True)
         width //= 2
-        for _ in range(config.num_residual_layers):
+        for p in blocks:
             hidden = width // config.compress
-            p = f"decoder.layers.{index}"
             conv(p + ".block.1", hidden, width, config.residual_kernel_size)
             conv(p + ".block.3", width, hidden, 1)
             if config.use_conv_shortcut:
                 conv(p + ".shortcut", width, width, 1)
-            index += 1
-    index += 1  # the final ELU
-    conv(f"decoder.layers.{index}", config.audio_channels, width, config.last_kernel_size)
+    conv(names.last, config.audio_channels, width, config.last_kernel_size)
     for q in range(n_quantizers):
         out[f"quantizer.layers.{q}.codebook.embed"] = (config.codebook_size, config.codebook_dim)
     return out

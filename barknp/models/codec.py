@@ -28,6 +28,7 @@ import numpy as np
 
 from ..config import CodecConfig, config_from_dict
 from ..constants import N_FINE_CODEBOOKS
+from ..convert.layout import codec_layer_names
 from ..errors import BarkError
 from ..nn.conv import (
     PackedConv1d,
@@ -151,49 +152,41 @@ class Codec:
         if c.codebook_dim != c.hidden_size:
             raise BarkError("codec config: codebook_dim must equal hidden_size")
 
-        scale = 2 ** len(c.upsampling_ratios)
-        width = scale * c.num_filters
-        raw = {"first": _conv(tensors, "decoder.layers.0", c.hidden_size, width, c.kernel_size)}
+        names = codec_layer_names(c)  # the checkpoint's module names of each layer
+        width = 2 ** len(c.upsampling_ratios) * c.num_filters
+        raw = {"first": _conv(tensors, names.first, c.hidden_size, width, c.kernel_size)}
         raw["lstm"] = [
             LSTMLayer(
-                _get(tensors, f"decoder.layers.1.lstm.weight_ih_l{n}", (4 * width, width)),
-                _get(tensors, f"decoder.layers.1.lstm.weight_hh_l{n}", (4 * width, width)),
-                _get(tensors, f"decoder.layers.1.lstm.bias_ih_l{n}", (4 * width,)),
-                _get(tensors, f"decoder.layers.1.lstm.bias_hh_l{n}", (4 * width,)),
+                _get(tensors, f"{names.lstm}.weight_ih_l{n}", (4 * width, width)),
+                _get(tensors, f"{names.lstm}.weight_hh_l{n}", (4 * width, width)),
+                _get(tensors, f"{names.lstm}.bias_ih_l{n}", (4 * width,)),
+                _get(tensors, f"{names.lstm}.bias_hh_l{n}", (4 * width,)),
             )
             for n in range(c.num_lstm_layers)
         ]
-        index = 2  # layer numbers follow transformers' ModuleList, ELUs included
         stages = []
-        for ratio in c.upsampling_ratios:
-            index += 1  # the ELU
+        for ratio, (up_name, block_names) in zip(c.upsampling_ratios, names.stages):
             up = (
-                _get(tensors, f"decoder.layers.{index}.conv.weight", (width, width // 2, 2 * ratio)),
-                _get(tensors, f"decoder.layers.{index}.conv.bias", (width // 2,)),
+                _get(tensors, f"{up_name}.conv.weight", (width, width // 2, 2 * ratio)),
+                _get(tensors, f"{up_name}.conv.bias", (width // 2,)),
                 ratio,
             )
-            index += 1
             width //= 2
-            blocks = []
-            for j in range(c.num_residual_layers):
-                prefix = f"decoder.layers.{index}"
-                hidden = width // c.compress
-                blocks.append(
-                    {
-                        "convs": (
-                            _conv(tensors, f"{prefix}.block.1", width, hidden, c.residual_kernel_size,
-                                  c.dilation_growth_rate**j),
-                            _conv(tensors, f"{prefix}.block.3", hidden, width, 1),
-                        ),
-                        "shortcut": _conv(tensors, f"{prefix}.shortcut", width, width, 1)
-                        if c.use_conv_shortcut else None,
-                    }
-                )
-                index += 1
+            hidden = width // c.compress
+            blocks = [
+                {
+                    "convs": (
+                        _conv(tensors, f"{prefix}.block.1", width, hidden, c.residual_kernel_size,
+                              c.dilation_growth_rate**j),
+                        _conv(tensors, f"{prefix}.block.3", hidden, width, 1),
+                    ),
+                    "shortcut": _conv(tensors, f"{prefix}.shortcut", width, width, 1) if c.use_conv_shortcut else None,
+                }
+                for j, prefix in enumerate(block_names)
+            ]
             stages.append((up, blocks))
         raw["stages"] = stages
-        index += 1  # the final ELU
-        raw["last"] = _conv(tensors, f"decoder.layers.{index}", width, c.audio_channels, c.last_kernel_size)
+        raw["last"] = _conv(tensors, names.last, width, c.audio_channels, c.last_kernel_size)
         return cls(c, codebooks, raw)
 
     @classmethod
