@@ -179,6 +179,57 @@ class CoarseState:
         return codes - (np.arange(N_COARSE_CODEBOOKS, dtype=np.int64) * CODEBOOK_SIZE)[:, None]
 
 
+class WindowCaches:
+    """The coarse loop's KV caches: the window's own, and a spare one the next window may be
+    prefilled into ahead; each with the ids whose keys and values it holds, in order.
+
+    The original rebuilds the cache for every window. Positions count from the window's start,
+    so where a window begins with ids a cache holds, their keys and values are those already
+    there: until the history reaches max_coarse_history and the semantic block starts to slide (no
+    voice: the first ~10 windows), a window's ids are the last window's plus its tokens, and only
+    the last token is new. Once the block slides, a window shares nothing with the last one, but
+    all of it except the tokens the last window had still to draw was known at that window's first
+    step: prefilled beside its other decode steps (~93 % of a window's work, on a model with
+    ``prefill_ahead``), it leaves only those tokens to feed.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.cache = self.spare = None
+        self.held = self.spare_held = np.zeros(0, dtype=np.int64)  # (L,) and (L',) ids
+
+    def start(self, window: np.ndarray) -> int:
+        """Ready the window's cache for window (T,) ids: -> how many leading ids it holds already (< T)."""
+        if shared_prefix(self.spare_held, window) > shared_prefix(self.held, window):  # prefilled ahead
+            self.cache, self.spare, self.held, self.spare_held = self.spare, self.cache, self.spare_held, self.held
+        keep = min(shared_prefix(self.held, window), len(window) - 1) if hasattr(self.cache, "truncate") else 0
+        if keep:
+            self.cache.truncate(keep)
+        else:
+            self.cache = fresh_cache(self.model, self.cache)
+        self.held = self.held[:keep]
+        return keep
+
+    def forward(self, ids: np.ndarray, vocab: tuple[int, int]) -> np.ndarray:
+        """Feed ids (1, n) to the window's cache: -> the last one's logits over ``vocab``, (1, 1, V)."""
+        logits = self.model.forward(ids, cache=self.cache, last_only=True, vocab=vocab)
+        self.held = np.concatenate([self.held, ids[0]])
+        return logits
+
+    @contextlib.contextmanager
+    def ahead(self, upcoming: np.ndarray | None):
+        """Prefill ``upcoming`` (T,), the next window's known ids, into the spare cache while the
+        body runs (barknp.threads.run_ahead), where the model can and the next window would not
+        simply extend this one; None: nothing to prefill."""
+        wanted = (upcoming is not None and hasattr(self.model, "prefill_ahead")
+                  and shared_prefix(self.held, upcoming) < len(self.held))
+        ahead = self.model.prefill_ahead(upcoming[None], self.spare) if wanted else contextlib.nullcontext()
+        with ahead as job:  # job: a Future of the refilled spare, or None where nothing runs ahead
+            yield
+        if job is not None:
+            self.spare, self.spare_held = job.result(), upcoming  # the prefill's error, if it failed, is raised here
+
+
 def generate_coarse(
     model,
     semantic,
@@ -202,16 +253,13 @@ def generate_coarse(
     state = CoarseState(semantic, load_voice(voice, presets_dir), max_coarse_history)
     rng = as_generator(rng)
     n_windows = int(np.ceil(state.n_steps / sliding_window_len))
-    cache = spare = None  # the window's cache, and the one the next window is computed into ahead
-    held = spare_held = np.zeros(0, dtype=np.int64)  # the ids whose keys and values each holds, in order
+    caches = WindowCaches(model)
 
     def step(ids: np.ndarray) -> np.ndarray:
         """Feed ids (1, n) to the window's cache and draw the next token: -> its id (1, 1)."""
-        nonlocal held
         start = codebook_start(state.n_step)
         vocab = (start, start + CODEBOOK_SIZE)  # this codebook's ids: its logits alone are sampled
-        logits = model.forward(ids, cache=cache, last_only=True, vocab=vocab)  # (1, 1, 1024)
-        held = np.concatenate([held, ids[0]])
+        logits = caches.forward(ids, vocab)  # (1, 1, 1024)
         code, _ = sample(np.asarray(logits[0, -1], dtype=np.float32), temp, rng, top_k=top_k, top_p=top_p)
         state.coarse.append(start + code)
         state.n_step += 1
@@ -219,31 +267,12 @@ def generate_coarse(
 
     for _ in progress(range(n_windows), silent=silent):
         window = state.window_ids()  # (257 + H,)
-        if shared_prefix(spare_held, window) > shared_prefix(held, window):  # computed during the last window
-            cache, spare, held, spare_held = spare, cache, spare_held, held
-        # The original rebuilds the cache for every window. Positions count from the window's
-        # start, so where the new window begins with the ids the cache holds, their keys and values
-        # are those already there: until the history reaches max_coarse_history and the semantic
-        # block starts to slide (no voice: the first ~10 windows), a window's ids are the last
-        # window's plus its tokens, and only the last token is new.
-        keep = min(shared_prefix(held, window), len(window) - 1) if hasattr(cache, "truncate") else 0
-        if keep:
-            cache.truncate(keep)
-        else:
-            cache = fresh_cache(model, cache)
-        held = held[:keep]
+        keep = caches.start(window)
         steps = min(sliding_window_len, state.n_steps - state.n_step)
         ids = step(window[None, keep:])  # the window's new ids, on every thread
-        # Once the block slides, the next window does not begin with this one, but all of it except
-        # the tokens this window has still to draw is known: its prefill (~93 % of its work) runs
-        # beside this window's remaining decode steps (barknp.threads.run_ahead), where the model can.
+        # the next window's ids as far as they are known now, if there is a next window
         upcoming = state.window_ids(ahead=steps - 1) if state.n_step + steps - 1 < state.n_steps else None
-        ahead = contextlib.nullcontext()
-        if upcoming is not None and hasattr(model, "prefill_ahead") and shared_prefix(window, upcoming) < len(window):
-            ahead = model.prefill_ahead(upcoming[None], spare)  # refills spare, or declines: None
-        with ahead as job:
+        with caches.ahead(upcoming):
             for _ in range(steps - 1):
                 ids = step(ids)
-        if job is not None:
-            spare, spare_held = job.result(), upcoming  # the prefill's error, if it failed, is raised here
     return state.codes()
