@@ -193,3 +193,10 @@ def test_sampling_frequencies_follow_probs():
     want = sampling.softmax(logits) * 6000
     # 5 standard deviations of a binomial count: fails only if the draw is biased
     assert np.all(np.abs(counts - want) < 5 * np.sqrt(want)), (counts, want)
+
+
+def test_softmax_rows_sum_to_one_and_survive_large_logits():
+    x = np.array([[1000.0, 999.0, -np.inf], [0.0, 0.0, 0.0]], dtype=np.float32)
+    p = softmax(x)
+    np.testing.assert_allclose(p.sum(axis=-1), 1.0, rtol=1e-6)
+    assert p[0, 2] == 0.0 and np.isfinite(p).all()
