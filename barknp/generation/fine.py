@@ -79,7 +79,7 @@ def generate_fine(model, coarse, voice=None, temp=FINE_TEMP, rng=None, silent=Tr
 
     ``model`` is the fine GPT (``forward(codebook_idx, codes (B, T, 8), first, vocab)``, logits of
     frames ``first``.. over output ids ``vocab``). ``temp`` None or 0 is argmax; ``rng`` as in
-    sampling.py.
+    sampling.py. Silent by default, as the original's ``generate_fine`` (the other stages show a bar).
     """
     check_sampling_args(temp, allow_none_temp=True)
     state = FineState(coarse, load_voice(voice, presets_dir))
