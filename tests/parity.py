@@ -45,3 +45,26 @@ def assert_sums_close(ours, ref, magnitude, rtol: float = 1e-5, what: str = "") 
         f"ours {ours[worst]!r} vs reference {ref[worst]!r}"
     )
     return float(rel[worst])
+
+
+def assert_elementwise_close(ours, ref, atol: float, rtol: float, what: str = "") -> float:
+    """Assert |ours - ref| <= atol + rtol |ref| element by element, with every value of ours finite.
+
+    For outputs whose elements each have their own scale (audio, converted weights, one kernel's
+    output against its reference). On failure the message names the worst element: its index,
+    both values and the error. Returns the largest absolute error.
+    """
+    ours = np.asarray(ours, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != reference {ref.shape}"
+    assert np.isfinite(ours).all(), f"{what}: non-finite values in ours at {np.argwhere(~np.isfinite(ours))[:3].tolist()}"
+    if not ours.size:
+        return 0.0
+    err = np.abs(ours - ref)
+    excess = err - (atol + rtol * np.abs(ref))
+    worst = np.unravel_index(int(excess.argmax()), excess.shape)
+    assert excess[worst] <= 0, (
+        f"{what}: error {err[worst]:.3e} > atol {atol:g} + rtol {rtol:g} x |reference|; worst at {worst}: "
+        f"ours {ours[worst]!r} vs reference {ref[worst]!r} (largest error anywhere {err.max():.3e})"
+    )
+    return float(err.max())

@@ -20,6 +20,7 @@ from barknp.generation.batch import (
 from barknp.generation.coarse import generate_coarse
 from barknp.generation.fine import generate_fine
 from barknp.generation.semantic import generate_semantic
+from parity import assert_elementwise_close
 
 SEED = 11
 TEXTS = ["Hi.", "A somewhat longer sentence, with a clause or two in it.", "Medium length text here."]
@@ -71,10 +72,11 @@ def test_batch_size_does_not_change_results(model):
     kwargs = dict(max_gen_duration_s=0.2, rng=5, silent=True, output_full=True)
     whole = generate_batch(model, TEXTS[:2], VOICES[:2], **kwargs)
     split = generate_batch(model, TEXTS[:2], VOICES[:2], batch_size=1, **kwargs)
+    assert len(whole) == len(split) == 2
     for (gen_a, a), (gen_b, b) in zip(whole, split):
         for key in gen_a:
             np.testing.assert_array_equal(gen_a[key], gen_b[key])
-        np.testing.assert_allclose(a, b, rtol=0, atol=AUDIO_RTOL * np.abs(b).max())
+        assert_elementwise_close(a, b, AUDIO_RTOL * np.abs(b).max(), 0.0, "one batch against batches of one")
 
 
 @pytest.mark.parametrize("temp", [0.7, 0])
@@ -152,10 +154,11 @@ def test_decode_batch_cuts_each_item_to_its_length(model):
     rng = np.random.default_rng(2)
     codes = [rng.integers(0, 1024, (8, n)) for n in (5, 17, 11, 7)]  # 5: shorter than the first kernel
     batched = decode_batch(model.codec, codes)
+    assert len(batched) == len(codes)
     for c, audio in zip(codes, batched):
         alone = model.codec.decode(c)
         assert audio.shape == alone.shape == (c.shape[1] * 320,)
-        np.testing.assert_allclose(audio, alone, rtol=0, atol=AUDIO_RTOL * np.abs(alone).max())
+        assert_elementwise_close(audio, alone, AUDIO_RTOL * np.abs(alone).max(), 0.0, f"{c.shape[1]} frames")
 
 
 def test_item_generators():

@@ -24,6 +24,7 @@ import pytest
 from barknp import cli
 from barknp.generation.voices import PRESET_NAMES
 from conftest import one_thread, tiny_model
+from parity import assert_elementwise_close
 
 REPO = Path(__file__).resolve().parents[1]
 CAP = ["--max-duration-s", "0.3", "--threads", "1"]  # ~15 semantic tokens per generation
@@ -111,7 +112,7 @@ def test_say_text_stdin_file_and_saved_voice(tiny, env, tmp_path):
     assert sr == 24_000 and audio.ndim == 1 and len(audio) > 0 and np.abs(audio).max() > 0
     assert f"wrote {tmp_path / 'a.wav'}: {len(audio) / sr:.2f} s of audio (seed 3)" in first.stdout
     times = STAGE_TIMES.search(first.stdout)
-    assert times and all(float(t) >= 0 for t in times.groups()), first.stdout
+    assert times, first.stdout  # every stage's time is printed
     for stage in ("semantic", "coarse", "fine", "codec"):  # progress labels, not --silent
         assert f"barknp: {stage}" in first.stderr
 
@@ -168,7 +169,7 @@ def test_batch_size_writes_the_same_files_as_line_by_line(tiny, tmp_path, capsys
         assert one.shape == batched.shape
         # the same tokens; batched BLAS may round the waveform differently by ~1e-7, which can move
         # a sample across one 16-bit step of the WAV
-        np.testing.assert_allclose(batched, one, rtol=0, atol=1.5 / 32768)
+        assert_elementwise_close(batched, one, 1.5 / 32768, 0.0, f"{f}: batched against one by one")
 
 
 @pytest.mark.reference
@@ -246,6 +247,8 @@ def test_int8_weights_and_the_device_choice(tiny, tmp_path, capsys, offline_env)
     # int8 weights or a float16 cache with the GPU: refused before any int8 file is made
     fresh = tmp_path / "fresh"
     shutil.copytree(model, fresh)
+    for made in fresh.glob("*int8*"):  # other tests may have made the shared model's int8 files
+        made.unlink()
     code, out, err = main(capsys, "say", "hi", "-o", tmp_path / "c.wav", "--model", fresh, "--device", "cuda",
                           "--weights", "int8", "-q", *CAP)
     assert_user_error(code, err, "int8 weights run on the CPU only")
@@ -262,12 +265,13 @@ def test_int8_into_a_read_only_model_says_so(tiny, tmp_path, capsys, offline_env
     _, model = tiny
     own = tmp_path / "model"
     shutil.copytree(model, own)
+    for made in own.glob("*int8*"):  # other tests may have made the shared model's int8 files
+        made.unlink()
     monkeypatch.setattr(quantize, "save_stage", refuse)
     code, out, err = main(capsys, "say", "hi", "-o", tmp_path / "q.wav", "--model", own, "--weights", "int8",
                           "-q", *CAP)
     assert_user_error(code, err, "int8: cannot write", "Permission denied", "must be writable")
     assert "damaged" not in err  # the folder is the problem, not the model in it
-    assert "damaged" not in err
 
 
 @pytest.mark.parametrize("command", [[], ["say"], ["voices"], ["info"], ["convert"]])

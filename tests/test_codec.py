@@ -21,6 +21,7 @@ from barknp.errors import BarkError
 from barknp.models.codec import Codec
 
 import make_codec_goldens as goldens  # tools/, put on sys.path by conftest
+from parity import assert_elementwise_close
 
 ATOL = 1e-5
 GOLDEN_PATH = os.path.join(os.path.dirname(__file__), "goldens", "codec.npz")
@@ -30,13 +31,8 @@ def assert_audio_close(ours, ref, what, atol=ATOL):
     """|ours - ref| <= atol everywhere; prints the max error, and the worst element on failure."""
     ours, ref = np.asarray(ours), np.asarray(ref)
     assert ours.dtype == np.float32, f"{what}: dtype {ours.dtype}"
-    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != reference {ref.shape}"
-    err = np.abs(ours.astype(np.float64) - ref)
-    i = tuple(int(j) for j in np.unravel_index(np.argmax(err), err.shape))
-    print(f"{what}: max abs error {err.max():.3e} at {i} (ours {ours[i]:.7f}, reference {ref[i]:.7f}); "
-          f"reference std {ref.std():.3f}")
-    if err.max() > atol:
-        pytest.fail(f"{what}: max abs error {err.max():.3e} > {atol} at {i}: ours {ours[i]!r} reference {ref[i]!r}")
+    error = assert_elementwise_close(ours, ref, atol, 0.0, what)
+    print(f"{what}: max abs error {error:.3e}; reference std {ref.std():.3f}")
 
 
 @pytest.fixture(scope="module")

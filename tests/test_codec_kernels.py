@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from parity import assert_elementwise_close
 
 from barknp.models.codec import res_tail_columns, res_tail_columns_reference
 from barknp.nn.conv import (
@@ -52,17 +53,8 @@ HYP = settings(deadline=None, max_examples=40)
 
 
 def assert_close(ours, ref, atol=ATOL, rtol=RTOL, what=""):
-    """Element-wise |ours - ref| <= atol + rtol |ref|; on failure name the worst element."""
-    ours = np.asarray(ours, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != reference {ref.shape}"
-    excess = np.abs(ours - ref) - (atol + rtol * np.abs(ref))
-    if ours.size and excess.max() > 0:
-        i = np.unravel_index(np.argmax(excess), ours.shape)
-        pytest.fail(
-            f"{what}: max abs error {np.abs(ours - ref).max():.3e} > tolerance atol {atol} rtol {rtol}; "
-            f"worst at {i}: ours {ours[i]!r} reference {ref[i]!r}"
-        )
+    """parity.assert_elementwise_close at this file's tolerances."""
+    assert_elementwise_close(ours, ref, atol, rtol, what)
 
 
 def rand(rng, *shape, scale=1.0):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import barknp.convert as bconvert
+from parity import assert_elementwise_close
 from barknp.convert import core as convert_mod
 from barknp.convert import convert, locate
 from barknp.errors import BarkError
@@ -91,11 +92,8 @@ def _expected(model, stage):
 
 
 def _assert_close(name, got, want, tol=TOL):
-    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
-    err = np.abs(got.astype(np.float64) - want) / (1.0 + np.abs(want))
-    if err.size and err.max() > tol:
-        i = np.unravel_index(np.argmax(err), err.shape)
-        pytest.fail(f"{name}: worst element {i}: ours {got[i]!r}, reference {want[i]!r} (tol {tol})")
+    """|got - want| <= tol (1 + |want|) everywhere (parity.assert_elementwise_close)."""
+    assert_elementwise_close(got, want, tol, tol, name)
 
 
 @pytest.mark.reference

@@ -31,6 +31,8 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from parity import assert_close as assert_scaled_close
+from parity import assert_elementwise_close
 
 from barknp.errors import BarkError
 
@@ -59,28 +61,13 @@ HYP = settings(deadline=None, max_examples=6, derandomize=True)
 
 
 def assert_close(ours, ref, atol=ATOL, rtol=RTOL, what=""):
-    """Element-wise |ours - ref| <= atol + rtol |ref|; on failure name the worst element."""
-    ours = np.asarray(ours, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != reference {ref.shape}"
-    assert np.isfinite(ours).all(), f"{what}: non-finite values"
-    excess = np.abs(ours - ref) - (atol + rtol * np.abs(ref))
-    if ours.size and excess.max() > 0:
-        i = np.unravel_index(np.argmax(excess), ours.shape)
-        pytest.fail(f"{what}: max abs error {np.abs(ours - ref).max():.3e} > atol {atol} + rtol {rtol}; "
-                    f"worst at {i}: ours {ours[i]!r} reference {ref[i]!r}")
+    """parity.assert_elementwise_close at this file's tolerances."""
+    assert_elementwise_close(ours, ref, atol, rtol, what)
 
 
 def assert_rel(ours, ref, rtol=1e-4, what=""):
-    """max |ours - ref| <= rtol * max |ref|, naming the worst element."""
-    ours = np.asarray(ours, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != reference {ref.shape}"
-    err = np.abs(ours - ref)
-    i = np.unravel_index(int(err.argmax()), err.shape)
-    scale = max(float(np.abs(ref).max()), 1e-30)
-    assert err[i] <= rtol * scale, (f"{what}: relative error {err[i] / scale:.3g} > {rtol}; worst at {i}: "
-                                    f"ours {ours[i]!r} reference {ref[i]!r}")
+    """max |ours - ref| <= rtol * max |ref| (parity.assert_close), naming the worst element."""
+    assert_scaled_close(ours, ref, rtol, what)
 
 
 def _thread_safe_simulator_shared_arrays():
@@ -218,15 +205,19 @@ def test_gpu_scripts_say_why_without_a_gpu(script):
 @HYP
 @given(M=st.integers(1, 11), K=st.integers(1, 13), N=st.integers(1, 11), bias=st.booleans(),
        act=st.sampled_from(["none", "gelu", "residual"]), seed=st.integers(0, 2**16))
+@example(M=8, K=13, N=11, bias=True, act="gelu", seed=0)  # the tiled kernel with GELU, always
+@example(M=5, K=7, N=3, bias=False, act="none", seed=0)  # the tiled kernel without a bias, always
+@example(M=2, K=5, N=4, bias=False, act="gelu", seed=0)  # the small-batch kernel, GELU, no bias
 def test_linear(dev, M, K, N, bias, act, seed):
-    """M <= 3 runs the small-batch kernel (gemv), larger M the tiled one."""
-    from barknp.nn.ops import Linear, gelu_reference, linear
+    """M <= 3 runs the small-batch kernel (gemv), larger M the tiled one; the reference is the
+    plain product x @ w.T (+ b) in NumPy."""
+    from barknp.nn.ops import gelu_reference
 
     rng = np.random.default_rng(seed)
     x, w = rand(rng, M, K), rand(rng, N, K)
     b = rand(rng, N) if bias else None
     res = rand(rng, M, N)
-    ref = linear(x, Linear(w, b))
+    ref = x @ w.T if b is None else x @ w.T + b  # (M, N)
     if act == "gelu":
         ref = gelu_reference(ref)
     if act == "residual":
@@ -242,7 +233,7 @@ def test_linear(dev, M, K, N, bias, act, seed):
 @given(R=st.integers(1, 4), C=st.integers(1, 19), bias=st.booleans(), strided=st.booleans(),
        seed=st.integers(0, 2**16))
 def test_layer_norm(dev, R, C, bias, strided, seed):
-    from barknp.nn.ops import LayerNorm, layer_norm
+    from barknp.nn.ops import LayerNorm, layer_norm_reference
 
     rng = np.random.default_rng(seed)
     x = rand(rng, R, 3, C) + 2.0  # an offset mean exercises the centring
@@ -251,7 +242,7 @@ def test_layer_norm(dev, R, C, bias, strided, seed):
     rows = d_x[:, 1] if strided else d_x.reshape(R * 3, C)  # row-strided view, as last_only uses
     ref_in = x[:, 1] if strided else x.reshape(R * 3, C)
     out = dev.layer_norm(rows, dev.upload(w), None if b is None else dev.upload(b)).copy_to_host()
-    assert_close(out, layer_norm(ref_in, LayerNorm(w, b)), what=f"layer_norm R={R} C={C}")
+    assert_close(out, layer_norm_reference(ref_in, LayerNorm(w, b)), what=f"layer_norm R={R} C={C}")
 
 
 @here
@@ -271,11 +262,11 @@ def test_softmax(dev, R, S, seed):
 @example(B=3, H=2, D=3, T=5, past=0, causal=True, padded=True, seed=0)  # a padded prefill, always
 @example(B=3, H=2, D=3, T=1, past=4, causal=True, padded=True, seed=0)  # a padded decode step, always
 def test_attention_with_cache(dev, B, H, D, T, past, causal, padded, seed):
-    """Prefill (T > 1) and decode (T = 1) against ``attend``, keys/values written into a cache.
+    """Prefill (T > 1) and decode (T = 1) against ``attend_reference``, keys/values written into a cache.
 
     ``padded``: each row's key_start drawn in [0, past + T], so some queries (or whole rows) see
-    no key at all; ``attend`` gives those all-zero probabilities, hence a zero output."""
-    from barknp.nn.attention import attend, merge_heads, split_heads
+    no key at all; the reference gives those all-zero probabilities, hence a zero output."""
+    from barknp.nn.attention import attend_reference, merge_heads, split_heads
 
     rng = np.random.default_rng(seed)
     C = H * D
@@ -291,8 +282,8 @@ def test_attention_with_cache(dev, B, H, D, T, past, causal, padded, seed):
     keys[:, :, past : past + T] = split_heads(qkv[..., C : 2 * C], H)
     values[:, :, past : past + T] = split_heads(qkv[..., 2 * C :], H)
     assert_close(d_keys.copy_to_host()[:, :, : past + T], keys[:, :, : past + T], atol=0, rtol=0, what="kv_write")
-    ref = attend(split_heads(qkv[..., :C], H), keys[:, :, : past + T], values[:, :, : past + T],
-                 causal_offset=past if causal else None, key_start=key_start)  # (B, H, T, D)
+    ref = attend_reference(split_heads(qkv[..., :C], H), keys[:, :, : past + T], values[:, :, : past + T],
+                           causal_offset=past if causal else None, key_start=key_start)  # (B, H, T, D)
     assert_close(out.reshape(B, T, C), merge_heads(ref),
                  what=f"attention T={T} past={past} causal={causal} key_start={key_start}")
 
@@ -314,9 +305,10 @@ def test_gelu_and_elu(dev, n, seed):
 @here
 @HYP
 @given(N=st.integers(1, 9), J=st.integers(1, 4), C=st.integers(1, 7), T=st.integers(1, 3),
-       pos_start=st.integers(0, 3), padded=st.booleans(), seed=st.integers(0, 2**16))
-@example(N=9, J=2, C=3, T=3, pos_start=1, padded=True, seed=0)
-def test_embedding_sum(dev, N, J, C, T, pos_start, padded, seed):
+       pos_start=st.integers(0, 3), padded=st.booleans(), with_pos=st.booleans(), seed=st.integers(0, 2**16))
+@example(N=9, J=2, C=3, T=3, pos_start=1, padded=True, with_pos=True, seed=0)
+@example(N=5, J=3, C=2, T=1, pos_start=0, padded=False, with_pos=False, seed=0)  # no position rows, always
+def test_embedding_sum(dev, N, J, C, T, pos_start, padded, with_pos, seed):
     """Rows summed in index order (idx < 0 skipped), then the position row: exactly as NumPy adds
     them. ``padded``: per-sequence positions max(pos_start + t - pad[b], 0), as CausalGPT.forward."""
     rng = np.random.default_rng(seed)
@@ -330,9 +322,10 @@ def test_embedding_sum(dev, N, J, C, T, pos_start, padded, seed):
     pad = rng.integers(0, T + pos_start + 2, size=-(-N // T)) if padded else None  # (B,), past the end too
     if padded:
         positions = np.maximum(positions - pad[np.arange(N) // T], 0)
-    ref = ref + pos[positions]
-    out = dev.embedding_sum(dev.upload(table), dev.upload(idx, np.int32), dev.upload(pos), T, pos_start,
-                            None if pad is None else dev.upload(pad, np.int32))
+    if with_pos:
+        ref = ref + pos[positions]
+    out = dev.embedding_sum(dev.upload(table), dev.upload(idx, np.int32), dev.upload(pos) if with_pos else None,
+                            T, pos_start, None if pad is None else dev.upload(pad, np.int32))
     assert_close(out.copy_to_host(), ref, atol=0, rtol=0, what="embedding_sum")
 
 

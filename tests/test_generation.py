@@ -381,6 +381,7 @@ def test_sliding_coarse_windows_are_prefilled_during_the_window_before(ours, n_t
     else:
         # the sixth window on: 257 + 60 - 11 ids computed ahead by the window before, 11 fed
         assert model.ahead == [257 + 49] * 5 and windows[5:] == [11] * 5, (model.ahead, windows)
-    with num_threads(1):
-        alone = generate_coarse(ours["coarse"], semantic, **kwargs)
-    np.testing.assert_array_equal(codes, alone)
+    if n_threads > 1:  # at one thread the run is the plain loop itself: FromScratch's checks are the test
+        with num_threads(1):
+            alone = generate_coarse(ours["coarse"], semantic, **kwargs)
+        np.testing.assert_array_equal(codes, alone)

@@ -171,7 +171,7 @@ def test_generate_long_is_bark_generate_per_chunk(bark):
     assert np.all(audio[first : first + SAMPLE_RATE // 2] == 0)
     for key in ("semantic_prompt", "coarse_prompt", "fine_prompt"):
         np.testing.assert_array_equal(full[key], np.concatenate([f[key] for f in fulls], axis=-1))
-    assert set(timings) == {"semantic", "coarse", "fine", "codec"} and all(t > 0 for t in timings.values())
+    assert set(timings) == {"semantic", "coarse", "fine", "codec"} and all(t >= 0 for t in timings.values())
 
 
 @pytest.mark.reference

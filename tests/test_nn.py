@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from parity import assert_close, assert_sums_close
+from parity import assert_close, assert_elementwise_close, assert_sums_close
 
 from barknp.nn.attention import (
     QUERY_BLOCK,
@@ -19,7 +19,7 @@ from barknp.nn.attention import (
     masked_softmax_reference,
 )
 from barknp.nn.gemv import rows_matmul, rows_matmul_reference
-from barknp.nn.mathf import apply32, exp32, tanh32
+from barknp.nn.mathf import apply32, erf32, exp32, sigmoid32, tanh32
 from barknp.nn.quant import quantize_rows
 from barknp.nn.ops import LayerNorm, gelu, gelu_reference, layer_norm, layer_norm_reference
 
@@ -34,12 +34,12 @@ def test_gelu_kernel_matches_reference(shape, seed, scale):
     got = gelu(x.copy())
     # the kernel evaluates in float32 (as torch does), the reference in float64; for negative x,
     # 1 + erf(x) cancels, so the bound is absolute there: a few float32 ulps of the input's scale
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * scale)
+    assert_elementwise_close(got, expected, 1e-6 * scale, 1e-5, f"gelu {shape} scale {scale}")
 
 
 def test_gelu_handles_non_contiguous_input():
     x = np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32)[:, ::2]
-    np.testing.assert_allclose(gelu(x), gelu_reference(x), rtol=1e-5, atol=1e-6)
+    assert_elementwise_close(gelu(x), gelu_reference(x), 1e-6, 1e-5, "gelu of a strided view")
 
 
 def test_gelu_reference_is_exact_erf_gelu():
@@ -233,6 +233,46 @@ def test_exp32_within_three_ulps_over_its_whole_range():
     assert edge.tolist() == [0.0, 0.0, 0.0, 1.0]  # a masked -inf score gets no weight
 
 
+def erf_reference(x: np.ndarray) -> np.ndarray:
+    return np.vectorize(math.erf, otypes=[np.float64])(x.astype(np.float64))
+
+
+def sigmoid_reference(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def test_erf32_and_sigmoid32_within_their_bounds_over_the_whole_range():
+    x = np.linspace(-10, 10, 400_001, dtype=np.float32)
+    err = np.abs(apply32(erf32, x) - erf_reference(x))
+    worst = int(err.argmax())
+    assert err[worst] < 4e-7, f"erf32({x[worst]}): error {err[worst]:.3g}"
+    x = np.linspace(-100, 100, 400_001, dtype=np.float32)
+    err = np.abs(apply32(sigmoid32, x) - sigmoid_reference(x))
+    worst = int(err.argmax())
+    assert err[worst] < 2e-7, f"sigmoid32({x[worst]}): error {err[worst]:.3g}"
+
+
+_FLOATS = dict(allow_nan=False, allow_infinity=False, width=32)
+
+
+@settings(deadline=None, max_examples=50)
+@given(exp_x=st.lists(st.floats(float(np.float32(-87.3)), float(np.float32(88.3)), **_FLOATS), min_size=1, max_size=40),
+       x=st.lists(st.floats(-100.0, 100.0, **_FLOATS), min_size=1, max_size=40))
+def test_mathf_functions_match_float64_on_random_inputs(exp_x, x):
+    """The four vectorisable functions against NumPy / math in float64, at hypothesis' choice of
+    points (the sweeps above cover the ranges evenly; this adds the edges and odd values)."""
+    e = np.array(exp_x, dtype=np.float32)
+    want = np.exp(e.astype(np.float64))
+    rel = np.abs(apply32(exp32, e) - want) / want
+    assert rel.max() < 3 * 2.0**-23, f"exp32({e[int(rel.argmax())]}): relative error {rel.max():.3g}"
+    v = np.array(x, dtype=np.float32)
+    for fn, ref, bound in [(erf32, erf_reference, 4e-7), (sigmoid32, sigmoid_reference, 2e-7),
+                           (tanh32, lambda a: np.tanh(a.astype(np.float64)), 5e-7)]:
+        err = np.abs(apply32(fn, v) - ref(v))
+        worst = int(err.argmax())
+        assert err[worst] < bound, f"{fn.__name__}({v[worst]}): error {err[worst]:.3g} > {bound:g}"
+
+
 def test_tanh32_within_5e7_absolute():
     x = np.linspace(-30, 30, 400_001, dtype=np.float32)
     err = np.abs(apply32(tanh32, x) - np.tanh(x.astype(np.float64)))
@@ -320,6 +360,7 @@ def _check_decode_block(C, H, past, int8, bias, seed, dtype, rtol):
     got = decode_block(x[:1], kernel_args(block), one, 0)  # (1, 1, C)
     assert_close(got, decode_block_reference(x[:1], block, spec, 0), rtol, "decode_block vs reference")
     assert_close(spec.keys[0, 0, :, : past + 1], one.keys[0, 0, :, : past + 1], rtol, "reference keys")
+    assert_close(spec.values[0, 0, :, : past + 1], one.values[0, 0, :, : past + 1], rtol, "reference values")
     want = block_forward(x, block, H, two)[:1]  # the general path (B = 2)
     assert_close(got, want, rtol, "decode_block vs general path")
     n = past + 1

@@ -27,7 +27,7 @@ from barknp.weights import save_stage, stage_path
 def test_dequantize_kernel_matches_reference(rows, k, seed):
     q, scale = quantize_rows(np.random.default_rng(seed).standard_normal((rows, k)).astype(np.float32))
     got = _dequantize_into(q, scale, np.empty((rows, k), dtype=np.float32))
-    assert np.array_equal(got, dequantize_rows(q, scale))  # the same two roundings: exact
+    np.testing.assert_array_equal(got, dequantize_rows(q, scale))  # the same two roundings: exact
 
 
 def test_quantization_error_is_at_most_half_a_step():

@@ -53,8 +53,9 @@ def ours_json(tmp_path_factory):
 
 
 def test_vocab_txt_is_preferred_when_both_are_present():
-    if not (BERT_DIR / "vocab.txt").is_file() or not (BERT_DIR / "tokenizer.json").is_file():
-        pytest.skip(f"bert-base-multilingual-cased not found at {BERT_DIR}")
+    missing = [f for f in ("vocab.txt", "tokenizer.json") if not (BERT_DIR / f).is_file()]
+    if missing:
+        pytest.skip(f"bert-base-multilingual-cased's {' and '.join(missing)} not found in {BERT_DIR}")
     assert load_tokenizer(BERT_DIR).source.endswith("vocab.txt")
 
 

@@ -47,8 +47,9 @@ def exp32(x):
 
 @numba.njit(inline="always", fastmath=True)
 def erf32(x):
-    """erf in float32 as a rational function of x (Eigen's and XLA's fast erf): within ~1e-7 of
-    the exact value on [-4, 4] and saturated beyond, where |1 - |erf|| < 2e-8."""
+    """erf in float32 as a rational function of x (Eigen's and XLA's fast erf): within 4e-7 of
+    the exact value (measured, tests/test_nn.py) on [-4, 4], and saturated beyond, where
+    |1 - |erf|| < 2e-8."""
     x = min(max(x, np.float32(-4.0)), np.float32(4.0))
     x2 = x * x
     p = x2 * np.float32(-2.72614225801306e-10) + np.float32(2.77068142495902e-08)
@@ -66,7 +67,7 @@ def erf32(x):
 
 @numba.njit(inline="always", fastmath=True)
 def sigmoid32(x):
-    """1 / (1 + exp(-x)) in float32; saturates cleanly at both ends."""
+    """1 / (1 + exp(-x)) in float32, within 2e-7 absolute; saturates cleanly at both ends."""
     return np.float32(1.0) / (np.float32(1.0) + exp32(-x))
 
 
