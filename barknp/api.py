@@ -14,7 +14,8 @@ loaded on first use if ``preload_models`` was not called). Differences:
 
 - Randomness comes from an explicit numpy generator, not torch's global RNG: pass ``rng`` (an int
   seed or a ``numpy.random.Generator``) for reproducible audio; None draws fresh entropy.
-- ``preload_models``'s GPU flags are accepted and ignored (barknp runs on the CPU). Calling it
+- ``preload_models``'s GPU flags are accepted and ignored: its models run on the CPU (for the GPU,
+  ``preload_models(model=barknp.load(..., device="cuda"))``). Calling it
   again with other ``*_use_small`` choices switches models (Suno's keeps the first ones unless
   ``force_reload``). It honours ``SUNO_USE_SMALL_MODELS`` like Suno's, read when it runs.
 - Models are the converted transformers checkpoints: "small" is suno/bark-small and the default is
@@ -136,7 +137,7 @@ def preload_models(
     overrides the ``*_use_small`` choice for every stage; ``home``, ``offline`` and ``progress`` go
     to ``barknp.load``.
     """
-    del text_use_gpu, coarse_use_gpu, fine_use_gpu, codec_use_gpu  # CPU only
+    del text_use_gpu, coarse_use_gpu, fine_use_gpu, codec_use_gpu  # the CPU; a CUDA Bark comes through model=
     from .model import Bark
 
     if isinstance(model, Bark):

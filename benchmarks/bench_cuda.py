@@ -379,6 +379,12 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="a converted model (or hub id), for an end-to-end generate timing")
     p.add_argument("--text", default=E2E_TEXT)
     args = p.parse_args(argv)
+    if args.steps < 2:
+        p.error("--steps must be >= 2 (the first step is a warm-up)")
+    if args.context < 1 or args.context + args.steps > 1024:
+        p.error("--context must be >= 1 and --context + --steps at most 1024 (the models' block size)")
+    if args.batch < 1:
+        p.error("--batch must be >= 1")
 
     cuda_or_exit("bench_cuda")
     from barknp.cuda.kernels import Device

@@ -382,11 +382,12 @@ def test_lstm_layer(dev, T, I, H, seed):
 # --- whole models -----------------------------------------------------------------------------
 
 
-def tiny_gpt(fine: bool = False, seed: int = 0):
+def tiny_gpt(fine: bool = False, seed: int = 0, int8: bool = False, kv_cache: str = "float32"):
     sys.path.insert(0, str(REPO / "tools"))
     from random_weights import random_gpt_tensors
 
     from barknp.config import GPTConfig
+    from barknp.convert.quantize import quantize_tensors
     from barknp.models.fine import FineGPT
     from barknp.models.gpt import CausalGPT
 
@@ -394,7 +395,9 @@ def tiny_gpt(fine: bool = False, seed: int = 0):
     config = GPTConfig(num_layers=1, num_heads=2, hidden_size=6, input_vocab_size=vocab_in,
                        output_vocab_size=vocab_out, block_size=600)
     tensors = random_gpt_tensors(1, 6, vocab_in, vocab_out, seed, fine=fine, block_size=600)
-    return FineGPT(config, tensors) if fine else CausalGPT(config, tensors, name="semantic")
+    if int8:
+        tensors = quantize_tensors(tensors)
+    return FineGPT(config, tensors) if fine else CausalGPT(config, tensors, name="semantic", kv_cache=kv_cache)
 
 
 @here
@@ -592,3 +595,43 @@ def test_batched_generation_on_gpu(dev):
             assert x.shape == y.shape and np.array_equal(x, y), (
                 f"{stage} item {i}: CUDA {x.shape} vs CPU {y.shape}, first difference at "
                 f"{np.flatnonzero(x.reshape(-1)[: y.size] != y.reshape(-1)[: x.size])[:1]}")
+
+
+@here
+def test_cache_truncate_and_reset_on_the_device(dev_serial):
+    """The coarse loop keeps a cache's leading positions (truncate) and reuses a cache (reset); the
+    device cache inherits both from KVCache, and after each the logits are the CPU's."""
+    from barknp.cuda.models import CUDACausalGPT
+
+    cpu = tiny_gpt()
+    gpu = CUDACausalGPT(cpu, dev_serial)
+    rng = np.random.default_rng(3)
+    ids, more = rng.integers(0, 40, size=(1, 9)), rng.integers(0, 40, size=(1, 3))
+    cache = gpu.new_cache(1)
+    gpu.forward(ids, cache=cache)
+    cache.truncate(5)
+    after = gpu.forward(more, cache=cache, last_only=True)
+    assert_rel(after, cpu.forward(np.concatenate([ids[:, :5], more], axis=1), last_only=True), what="after truncate")
+    assert cache.length == 8
+    cache.reset()
+    assert_rel(gpu.forward(more, cache=cache, last_only=True), cpu.forward(more, last_only=True), what="after reset")
+    with pytest.raises(BarkError, match="vocab must be"):  # checked before the cache is written
+        gpu.forward(more, cache=cache, vocab=(9, 3))
+    assert cache.length == 3
+
+
+def test_cuda_models_refuse_what_runs_on_the_cpu_only():
+    """int8 weights, a float16 cache, a model that is not a CPU one, or an impossible kernel
+    configuration: one-line BarkErrors, raised before the device is touched."""
+    from barknp.cuda.kernels import KernelConfig
+    from barknp.cuda.models import CUDACausalGPT
+
+    for model, match in [(tiny_gpt(int8=True), "int8 weights run on the CPU only"),
+                         (tiny_gpt(kv_cache="float16"), "float16 KV cache runs on the CPU only"),
+                         (object(), "build from a CPU CausalGPT")]:
+        with pytest.raises(BarkError, match=match):
+            CUDACausalGPT(model, None)
+    for bad, match in [(dict(micro=0), "micro must be >= 1"), (dict(threads=48), "power of two"),
+                       (dict(tile_m=256, tile_n=256, micro=4), "threads per block")]:
+        with pytest.raises(BarkError, match=match):
+            KernelConfig(**bad).validate()

@@ -6,9 +6,11 @@
 Random weights (tools/random_weights.py for the GPTs, tools/make_codec_goldens.py for the codec),
 the same inputs to both paths; for each size, prints the max absolute and relative (to the
 reference's max |value|) error of:
-  * semantic: merged 515-id prompt, then cached decode steps; an uncached batch of 2;
+  * semantic: merged 515-id prompt, then cached decode steps; an uncached batch of 2, all its
+    logits and a slice of the vocabulary (``vocab=``);
   * semantic batch: two merged prompts in one cache (as batched generation runs it), decode steps;
-  * coarse: a prompt, then cached decode steps; an uncached batch of 2;
+  * coarse: a prompt, then cached decode steps; an uncached batch of 2, all its logits and one
+    codebook's 1024;
   * coarse padded batch: three prompts of different lengths left-padded to one (``pad=``, as
     batched coarse windows run), every position's logits, decode steps, then rows 2 and 0 kept
     (``keep_rows``, as rows finishing leave a batch) for one more step;
@@ -127,8 +129,9 @@ def check_size(size: str, args, dev, check) -> None:
                 check(f"{name} {'prompt' if step == 0 else f'step {step}'}", ours, ref)
         ids = rng.integers(0, vin, size=(2, min(64, args.coarse_prompt)))
         check(f"{name} uncached batch 2 x {ids.shape[1]}, all logits", gpu[name].forward(ids), cpu[name].forward(ids))
-        check(f"{name} uncached batch, logits 10000-11023 (one coarse codebook)",
-              gpu[name].forward(ids, vocab=(10_000, 11_024)), cpu[name].forward(ids, vocab=(10_000, 11_024)))
+        part = (10_000, 11_024) if name == "coarse" else (0, 1024)  # one coarse codebook; a semantic slice
+        check(f"{name} uncached batch, logits {part[0]}-{part[1] - 1} only",
+              gpu[name].forward(ids, vocab=part), cpu[name].forward(ids, vocab=part))
 
     # semantic: a batch of merged prompts in one cache
     vin = VOCABS["semantic"][0]

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
-
 from ..errors import BarkError
 from .kernels import KernelConfig
 
@@ -87,15 +85,9 @@ def to_cuda(model, config: KernelConfig | None = None):
     """
     require_cuda()
     from ..model import Bark
-    from ..nn.quant import QLinear
     from .kernels import Device
+    from .models import CUDACausalGPT, CUDACodec, CUDAFineGPT  # their constructors refuse int8 weights
 
-    for stage in (model.semantic, model.coarse):  # the device path is float32 throughout
-        if isinstance(stage.lm_head, QLinear):
-            raise BarkError("int8 weights run on the CPU only; load the model with weights='float32'")
-        if stage.kv_dtype != np.float32:
-            raise BarkError("a float16 KV cache runs on the CPU only; load the model with kv_cache='float32'")
-    from .models import CUDACausalGPT, CUDACodec, CUDAFineGPT
 
     dev = Device(config or KernelConfig())
     return Bark(

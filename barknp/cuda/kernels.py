@@ -27,6 +27,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..constants import LAYER_NORM_EPS
+from ..errors import BarkError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,12 +56,22 @@ class KernelConfig:
     row_blocks: int = 65535
 
     def validate(self) -> "KernelConfig":
+        """Raise BarkError for a configuration no launch could take (before any kernel runs)."""
+        for name in ("tile_m", "tile_n", "tile_k", "micro", "threads", "gemv_lanes", "gemv_rows", "gemv_max_m",
+                     "elementwise", "row_blocks"):
+            if getattr(self, name) < 1:
+                raise BarkError(f"KernelConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("threads", "gemv_lanes"):
             v = getattr(self, name)
-            if v < 1 or v & (v - 1):
-                raise ValueError(f"KernelConfig.{name} must be a power of two, got {v}")
+            if v & (v - 1):
+                raise BarkError(f"KernelConfig.{name} must be a power of two, got {v}")
         if self.tile_m % self.micro or self.tile_n % self.micro:
-            raise ValueError("KernelConfig: tile_m and tile_n must be multiples of micro")
+            raise BarkError("KernelConfig: tile_m and tile_n must be multiples of micro")
+        per_block = {"tiled matmul": (self.tile_m // self.micro) * (self.tile_n // self.micro),
+                     "gemv": self.gemv_lanes * self.gemv_rows, "rows": self.threads, "elementwise": self.elementwise}
+        for what, n in per_block.items():
+            if n > 1024:  # CUDA's limit of threads per block
+                raise BarkError(f"KernelConfig: the {what} kernel would launch {n} threads per block (at most 1024)")
         return self
 
 

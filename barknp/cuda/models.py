@@ -1,9 +1,10 @@
 """Bark's networks on an NVIDIA GPU: the CPU models' weights copied to the device once, run by the
 kernels of ``barknp.cuda.kernels``.
 
-Same signatures, validation and error messages as the CPU classes (``barknp.models.gpt``,
+The signatures, validation and error messages of the CPU classes (``barknp.models.gpt``,
 ``barknp.models.fine``, ``barknp.models.codec``), which they are built from and whose check
-functions they call. Weights and the KV cache live on the device; ids and codes go up, logits and
+functions they call; the CPU's thread options (``workers``) are accepted and ignored, and the
+coarse loop's ``prefill_ahead`` (two CPU threads side by side) has no device counterpart. Weights and the KV cache live on the device; ids and codes go up, logits and
 audio come down. The generation loops sample on the host from the (B, 1, V) last-position logits
 of each step, so one row of logits per step also crosses the bus.
 """
@@ -21,6 +22,7 @@ from ..nn.attention import KVCache
 from ..nn.block import Block
 from ..nn.conv import pack_conv1d
 from ..nn.ops import output_rows
+from ..nn.quant import QLinear
 from .kernels import Device
 
 
@@ -123,7 +125,15 @@ class CUDACausalGPT:
 
     resolve_pad = CausalGPT.resolve_pad  # the CPU's validation of left padding, its messages included
 
+    kv_dtype = np.dtype(np.float32)  # the device cache is float32 only
+
     def __init__(self, cpu: CausalGPT, dev: Device):
+        if not isinstance(cpu, CausalGPT):
+            raise BarkError(f"CUDA: build from a CPU CausalGPT, got {type(cpu).__name__}")
+        if isinstance(cpu.lm_head, QLinear):
+            raise BarkError("int8 weights run on the CPU only; load the model with weights='float32'")
+        if cpu.kv_dtype != np.float32:
+            raise BarkError("a float16 KV cache runs on the CPU only; load the model with kv_cache='float32'")
         self.dev = dev
         self.config = cpu.config
         self.name = cpu.name
@@ -139,16 +149,17 @@ class CUDACausalGPT:
         return CUDAKVCache(self.dev, c.num_layers, batch, c.num_heads, max_len or c.block_size, c.head_dim)
 
     def forward(self, ids, cache: CUDAKVCache | None = None, merge_context: bool = False,
-                last_only: bool = False, pad=None, vocab: tuple[int, int] | None = None) -> np.ndarray:
+                last_only: bool = False, pad=None, vocab: tuple[int, int] | None = None, workers=None) -> np.ndarray:
         """As ``CausalGPT.forward``: ids (B, T) int -> float32 logits (B, T', V) (or (B, 1, V)),
         on the host, V = V_out or the ``vocab`` (start, stop) slice of it; ``cache`` (from
         ``new_cache``) is written on the device and advanced.
 
         pad: (B,) int left-padding counts (in positions after merging), given with the first call
         and kept by the cache, exactly as the CPU takes it: the padding is invisible to attention
-        and each row's positions restart at 0 after it."""
+        and each row's positions restart at 0 after it. ``workers`` (the CPU's threads) is ignored."""
         c = self.config
         dev = self.dev
+        head = output_rows(self.lm_head, *check_vocab(self.name, vocab, self.lm_head.weight.shape[0]))  # before any write
         if cache is not None and not isinstance(cache, CUDAKVCache):
             raise BarkError(f"{self.name}: a CUDA model needs a cache from its own new_cache(), got {type(cache).__name__}")
         past = 0 if cache is None else cache.length
@@ -179,7 +190,6 @@ class CUDACausalGPT:
             x = x.reshape(B, T, c.hidden_size)[:, T - 1]  # (B, C), a row-strided view
             T = 1
         h = dev.layer_norm(x, self.layernorm_final.weight, self.layernorm_final.bias)  # (B*T, C)
-        head = output_rows(self.lm_head, *check_vocab(self.name, vocab, self.lm_head.weight.shape[0]))
         logits = dev.linear(h, head.weight, head.bias)  # (B*T, V)
         return logits.copy_to_host().reshape(B, T, -1)
 
@@ -191,8 +201,7 @@ class CUDAFineGPT:
     def __init__(self, cpu: FineGPT, dev: Device):
         self.dev = dev
         self.config = c = cpu.config
-        self.vocab = cpu.input_embeds_layers[0].shape[0]
-        V = self.vocab
+        self.table_rows = V = cpu.input_embeds_layers[0].shape[0]  # codes per codebook, 1024 + specials
         self.input_embeds = dev.upload(np.concatenate(cpu.input_embeds_layers))  # (n_codes_total * V, C)
         self.position_embeds_layer = dev.upload(cpu.position_embeds_layer)
         self.layers = [to_device(dev, block) for block in cpu.layers]
@@ -215,7 +224,7 @@ class CUDAFineGPT:
         head = self.lm_heads[codebook_idx - c.n_codes_given]  # (V, C) on the device
         start, stop = check_vocab("fine", vocab, head.shape[0])
         n = codebook_idx + 1
-        idx = codes[:, :, :n] + np.arange(n) * self.vocab  # (B, T, n): rows of the stacked table
+        idx = codes[:, :, :n] + np.arange(n) * self.table_rows  # (B, T, n): rows of the stacked table
         x = dev.embedding_sum(self.input_embeds, dev.upload(idx.reshape(B * T, n), np.int32),
                               self.position_embeds_layer, T, 0)  # (B*T, C)
         scratch = CUDAKVCache(dev, 1, B, c.num_heads, T, c.head_dim)
@@ -228,8 +237,9 @@ class CUDAFineGPT:
 
 
 class CUDACodec:
-    """The EnCodec decoder on the device, over whole sequences (no chunking: the largest activation
-    of a 10 s clip is a few MB). Built from a CPU ``Codec``; its ``_check_codes`` validates."""
+    """The EnCodec decoder on the device, over whole sequences (no chunking: the largest activations
+    of a 10 s clip, (240000, 32) float32, are 31 MB each). Built from a CPU ``Codec``; its
+    ``_check_codes`` validates."""
 
     def __init__(self, cpu: Codec, dev: Device):
         self.dev = dev
@@ -266,6 +276,8 @@ class CUDACodec:
         codes, single = self.cpu._check_codes(codes)
         if chunk_frames < 1:
             raise BarkError(f"codec: chunk_frames must be >= 1, got {chunk_frames}")
+        if workers is not None and workers < 1:
+            raise BarkError(f"codec: workers must be >= 1, got {workers}")
         B, n_q, T = codes.shape
         audio = np.empty((B, T * self.hop_length), dtype=np.float32)
         for b in range(B):
