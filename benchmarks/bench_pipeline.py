@@ -110,7 +110,7 @@ def prepare_weights(workdir: Path, size: str, int8: bool) -> None:
                                SEEDS[stage], fine=stage == "fine", bias=c.bias)
         write(stage, stage, config_to_json(c), t)
         if int8 and stage != "fine":
-            write(f"{stage}.int8", stage, config_to_json(c), lambda: quantize_tensors(t))
+            write(f"{stage}.int8", stage, config_to_json(c), lambda t=t: quantize_tensors(t))
         del t
     write("codec", "codec", config_to_json(CodecConfig()), lambda: random_codec_tensors(SEEDS["codec"]))
 
