@@ -216,6 +216,22 @@ def test_decode_matches_live_encodec(live, batch, frames):
 
 
 @pytest.mark.reference
+def test_identity_shortcuts_match_live_encodec():
+    """A decoder without shortcut convolutions (use_conv_shortcut=False) adds each residual
+    block's input itself: the packed tail's identity rows, and the reference path's branch."""
+    pytest.importorskip("torch", reason="the live EnCodec reference needs torch")
+    pytest.importorskip("transformers", reason="the live EnCodec reference needs transformers")
+    config = CodecConfig(use_conv_shortcut=False)
+    tensors = goldens.random_codec_tensors(11, config)
+    assert not any(".shortcut." in name for name in tensors)
+    codec = Codec.from_tensors(config, tensors)
+    codes = goldens.random_codes(np.random.default_rng(12), 1, 29)
+    ref = goldens.reference_decode(goldens.reference_model(tensors, use_conv_shortcut=False), codes)
+    assert_audio_close(codec.decode(codes), ref, "no shortcut convs, live EncodecModel")
+    assert_audio_close(codec.decode_reference(codes), ref, "no shortcut convs, barknp's reference path")
+
+
+@pytest.mark.reference
 def test_decode_matches_bark_reference_codec():
     """The codec of tools/reference.build_bark, its weight norm folded as the converter folds it."""
     torch = pytest.importorskip("torch", reason="the live reference needs torch")

@@ -35,8 +35,10 @@ def random_codec_tensors(seed: int, config=None) -> dict[str, np.ndarray]:
     """
     sys.path.insert(0, str(REPO))
     from barknp.config import CodecConfig
+    from barknp.convert.layout import codec_layer_names
 
     c = config or CodecConfig()
+    names = codec_layer_names(c)
     rng = np.random.default_rng(seed)
     t: dict[str, np.ndarray] = {}
 
@@ -50,38 +52,35 @@ def random_codec_tensors(seed: int, config=None) -> dict[str, np.ndarray]:
     for q in range(8):
         t[f"quantizer.layers.{q}.codebook.embed"] = normal((c.codebook_size, c.codebook_dim), 1 / np.sqrt(8))
     width = 2 ** len(c.upsampling_ratios) * c.num_filters
-    conv("decoder.layers.0", c.hidden_size, width, c.kernel_size)
+    conv(names.first, c.hidden_size, width, c.kernel_size)
     bound = 1 / np.sqrt(width)
     for n in range(c.num_lstm_layers):
         for kind, cols in (("ih", width), ("hh", width)):
-            t[f"decoder.layers.1.lstm.weight_{kind}_l{n}"] = rng.uniform(-bound, bound, (4 * width, cols)).astype(np.float32)
-            t[f"decoder.layers.1.lstm.bias_{kind}_l{n}"] = rng.uniform(-bound, bound, (4 * width,)).astype(np.float32)
-    index = 2
-    for ratio in c.upsampling_ratios:
-        index += 1
+            t[f"{names.lstm}.weight_{kind}_l{n}"] = rng.uniform(-bound, bound, (4 * width, cols)).astype(np.float32)
+            t[f"{names.lstm}.bias_{kind}_l{n}"] = rng.uniform(-bound, bound, (4 * width,)).astype(np.float32)
+    for ratio, (up, blocks) in zip(c.upsampling_ratios, names.stages):
         k = 2 * ratio
-        t[f"decoder.layers.{index}.conv.weight"] = normal((width, width // 2, k), 1 / np.sqrt(width * k / ratio))
-        t[f"decoder.layers.{index}.conv.bias"] = normal((width // 2,), 0.1)
-        index += 1
+        t[f"{up}.conv.weight"] = normal((width, width // 2, k), 1 / np.sqrt(width * k / ratio))
+        t[f"{up}.conv.bias"] = normal((width // 2,), 0.1)
         width //= 2
-        for _ in range(c.num_residual_layers):
+        for block in blocks:
             hidden = width // c.compress
-            conv(f"decoder.layers.{index}.block.1", width, hidden, c.residual_kernel_size)
-            conv(f"decoder.layers.{index}.block.3", hidden, width, 1, gain=0.5)
-            conv(f"decoder.layers.{index}.shortcut", width, width, 1, gain=0.8)
-            index += 1
-    index += 1
-    conv(f"decoder.layers.{index}", width, c.audio_channels, c.last_kernel_size)
+            conv(f"{block}.block.1", width, hidden, c.residual_kernel_size)
+            conv(f"{block}.block.3", hidden, width, 1, gain=0.5)
+            if c.use_conv_shortcut:
+                conv(f"{block}.shortcut", width, width, 1, gain=0.8)
+    conv(names.last, width, c.audio_channels, c.last_kernel_size)
     return t
 
 
-def reference_model(tensors: dict[str, np.ndarray]):
-    """A transformers EncodecModel (24 kHz config) holding ``tensors``, weight norm removed."""
+def reference_model(tensors: dict[str, np.ndarray], **config):
+    """A transformers EncodecModel (24 kHz config, changed by ``config``'s EncodecConfig fields)
+    holding ``tensors``, weight norm removed."""
     import torch
     from torch.nn.utils import parametrize
     from transformers import EncodecConfig, EncodecModel
 
-    model = EncodecModel(EncodecConfig()).eval()
+    model = EncodecModel(EncodecConfig(**config)).eval()
     for module in model.decoder.modules():
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight")
