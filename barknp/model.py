@@ -25,7 +25,6 @@ from .constants import (
     TEXT_TEMP,
     WAVEFORM_TEMP,
 )
-
 from .convert.hub import DEFAULT_MODEL
 from .convert.quantize import ensure_int8
 from .errors import BarkError, NoSpeechError
@@ -127,8 +126,8 @@ class Bark:
         With ``output_full`` returns ``(full_generation, audio)`` where full_generation holds
         semantic_prompt (T,), coarse_prompt (2, T') and fine_prompt (8, T') int64, reusable as a
         voice. Raises NoSpeechError (a BarkError) when the semantic stage ends before its first
-        token. ``timings`` (a dict) accumulates the seconds of each stage under its name (constants.STAGES), and
-        ``on_stage(name)`` is called as each stage starts.
+        token. ``timings`` (a dict) accumulates the seconds of each stage under its name
+        (constants.STAGES), and ``on_stage(name)`` is called as each stage starts.
 
         ``text`` may be a list: the texts run as batches of up to ``batch_size`` and a list comes
         back, each item at its own length. ``voice`` and ``max_gen_duration_s`` are then one for
