@@ -56,8 +56,8 @@ def read_header(path: str) -> tuple[dict, dict, int]:
 def _entry_end(entry: dict) -> int:
     """A header entry's end offset, after checking its fields' types (raises on a malformed one)."""
     begin, end = (int(v) for v in entry["data_offsets"])
-    [int(d) for d in entry["shape"]]
-    if not isinstance(entry["dtype"], str) or not 0 <= begin <= end:
+    negative_dim = any(int(d) < 0 for d in entry["shape"])
+    if negative_dim or not isinstance(entry["dtype"], str) or not 0 <= begin <= end:
         raise ValueError("malformed entry")
     return end
 
