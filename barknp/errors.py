@@ -14,11 +14,12 @@ class BarkError(ValueError):
 class NoSpeechError(BarkError):
     """The semantic stage ended (its end-of-speech token) before its first token: nothing to say.
 
-    A normal sampling outcome, not a fault: another seed, or a lower min_eos_p, usually speaks.
+    A normal sampling outcome, not a fault: another seed, or a higher min_eos_p (the
+    end-of-speech probability at which it stops; 1 stops only on a drawn end token), usually speaks.
     """
 
     def __init__(self, message: str = "the semantic stage stopped before its first token, so there is no "
-                                      "speech; try another seed or a lower min_eos_p"):
+                                      "speech; try another seed or a higher min_eos_p"):
         super().__init__(message)
 
 

@@ -253,7 +253,7 @@ def generate_long(model, text, voice=None, continue_voice=False, gap_s=DEFAULT_G
             # a too-short chunk cannot serve as a voice: keep the previous prompt then
             prompt = full if usable_as_voice(full) else prompt
     if not fulls:
-        raise BarkError("no chunk of the text produced any speech; try another seed or a lower min_eos_p")
+        raise BarkError("no chunk of the text produced any speech; try another seed or a higher min_eos_p")
     audio = np.concatenate(parts)  # (N,)
     if not output_full:
         return audio

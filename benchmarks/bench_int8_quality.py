@@ -12,7 +12,10 @@ both. For each:
 
 * top-1 agreement: the share of positions where both pick the same most likely token;
 * KL(float32 || int8) in nats, mean and worst position;
-* the worst logit error, absolute and relative to the spread (standard deviation) of the logits.
+* the worst logit error, absolute and relative to the spread (standard deviation) of the logits;
+* top-1 agreement and mean KL over the ids the stage actually samples from: the semantic ids and
+  end-of-speech (10,001), or, for coarse, each codebook's 1,024 ids in turn (each position counted
+  once per codebook). The whole-vocabulary figures include ids a sampler never sees.
 
 ``--model`` takes a converted model directory (the output of ``barknp convert``; its int8 files
 are made if missing). Without it the models are the bark-small shape with random weights
@@ -53,11 +56,18 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def compare(f32: np.ndarray, q8: np.ndarray) -> dict:
-    """Logits (N, V) of both models at the same N positions -> the table's figures."""
+def kl_divergence(f32: np.ndarray, q8: np.ndarray) -> np.ndarray:
+    """KL(softmax(f32) || softmax(q8)) per row, in nats: logits (N, V) -> (N,) float64."""
     lp, lq = log_softmax(f32), log_softmax(q8)
-    kl = (np.exp(lp) * (lp - lq)).sum(axis=-1)  # (N,)
+    return (np.exp(lp) * (lp - lq)).sum(axis=-1)
+
+
+def compare(f32: np.ndarray, q8: np.ndarray, sampled: list[tuple[int, int]]) -> dict:
+    """Logits (N, V) of both models at the same N positions -> the table's figures; ``sampled``:
+    the id ranges (start, stop) the stage samples from, each compared on its own."""
+    kl = kl_divergence(f32, q8)  # (N,)
     err = np.abs(f32 - q8)
+    parts = [(f32[:, a:b], q8[:, a:b]) for a, b in sampled]  # each (N, b - a)
     return {
         "positions": f32.shape[0],
         "top1": float((f32.argmax(-1) == q8.argmax(-1)).mean()),
@@ -65,6 +75,8 @@ def compare(f32: np.ndarray, q8: np.ndarray) -> dict:
         "kl_max": float(kl.max()),
         "err_max": float(err.max()),
         "err_rel": float(err.max() / f32.std()),
+        "top1_sampled": float(np.mean([(f.argmax(-1) == q.argmax(-1)).mean() for f, q in parts])),
+        "kl_sampled": float(np.mean([kl_divergence(f, q).mean() for f, q in parts])),
     }
 
 
@@ -101,6 +113,14 @@ def teacher_forced(model: CausalGPT, ids: np.ndarray) -> np.ndarray:
     return model.forward(ids, cache)[0]
 
 
+def sampled_ranges(stage: str) -> list[tuple[int, int]]:
+    """The output id ranges the stage's sampler draws from (see barknp/generation)."""
+    if stage == "semantic":
+        return [(0, SEMANTIC_VOCAB_SIZE + 1)]  # the semantic ids and end-of-speech
+    first = SEMANTIC_VOCAB_SIZE
+    return [(first, first + CODEBOOK_SIZE), (first + CODEBOOK_SIZE, first + 2 * CODEBOOK_SIZE)]
+
+
 def token_range(stage: str) -> tuple[int, int]:
     """Ids the stage itself produces, which is what its later positions read."""
     if stage == "semantic":
@@ -120,7 +140,7 @@ def main(argv=None) -> None:
     print(f"reduced precision against float32, teacher-forced: {what}")
     print(f"{args.sequences} sequences x {args.positions} positions per stage\n")
     print(f"{'stage':16s} {'option':12s} {'positions':>9s} {'top-1 agree':>11s} {'KL mean':>9s} {'KL max':>9s} "
-          f"{'max |dlogit|':>12s} {'/ logit std':>11s}")
+          f"{'max |dlogit|':>12s} {'/ logit std':>11s} {'top-1 sampled':>13s} {'KL sampled':>10s}")
     runs = [(s, None) for s in STAGES] if args.model else [(s, std) for std in args.linear_std for s in STAGES]
     for stage, std in runs:
         rng = np.random.default_rng(0)  # the same sequences for every model
@@ -130,9 +150,11 @@ def main(argv=None) -> None:
         seqs = [rng.integers(lo, hi, (1, args.positions)) for _ in range(args.sequences)]  # each (1, T)
         want = np.concatenate([teacher_forced(models["f32"], ids) for ids in seqs])  # (N, V)
         for option, _, _ in OPTIONS:
-            r = compare(want, np.concatenate([teacher_forced(models[option], ids) for ids in seqs]))
+            got = np.concatenate([teacher_forced(models[option], ids) for ids in seqs])  # (N, V)
+            r = compare(want, got, sampled_ranges(stage))
             print(f"{label:16s} {option:12s} {r['positions']:9d} {r['top1']:11.4f} {r['kl_mean']:9.2e} "
-                  f"{r['kl_max']:9.2e} {r['err_max']:12.4f} {r['err_rel']:11.4f}")
+                  f"{r['kl_max']:9.2e} {r['err_max']:12.4f} {r['err_rel']:11.4f} {r['top1_sampled']:13.4f} "
+                  f"{r['kl_sampled']:10.2e}")
 
 
 if __name__ == "__main__":

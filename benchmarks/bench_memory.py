@@ -44,8 +44,9 @@ VOCAB = {"semantic": (129_600, 10_048), "coarse": (12_096, 12_096), "fine": (1_0
 STAGES = ("semantic", "coarse", "fine", "codec")
 
 
-def activation_bytes(stage: str, audio_seconds: float, int8: bool = False) -> int:
-    """The largest activations alive at once, as counted from the code (float32 bytes)."""
+def activation_bytes(stage: str, audio_seconds: float, int8: bool = False, threads: int = 2) -> int:
+    """The largest activations alive at once, as counted from the code (float32 bytes). The coarse
+    loop keeps a second cache only where it prefills ahead: float32 weights, two or more threads."""
     f = 4
 
     def live(T: int) -> int:  # a T-row forward's largest temporaries: MLP hidden (and GELU copy), qkv, a score block
@@ -55,8 +56,8 @@ def activation_bytes(stage: str, audio_seconds: float, int8: bool = False) -> in
     layer_copy = 12 * C * C * f if int8 else 0  # a prefill's float32 copy of one int8 layer (nn/block.py)
     if stage == "semantic":
         return kv + live(257) + VOCAB[stage][1] * f + layer_copy
-    if stage == "coarse":  # float32: two windows at once, each with its cache (see child()); int8: one
-        if int8:
+    if stage == "coarse":  # prefilling ahead: two windows at once, each with its cache (see child())
+        if int8 or threads < 2:
             return kv + layer_copy + live(887) + 1024 * f
         return 2 * kv + live(887) + 1024 * f  # the two prefills run one after the other
     if stage == "fine":
@@ -160,7 +161,7 @@ def main(argv=None) -> None:
     print(f"{'stage':10s} {'peak RSS':>9s} {'- base':>8s} {'weights':>8s} {'activ.+KV':>9s} {'needed':>8s} {'ratio':>6s}")
     for stage in STAGES:
         r = rows[stage]
-        act = activation_bytes(stage, args.audio_seconds, args.int8) / 1e6
+        act = activation_bytes(stage, args.audio_seconds, args.int8, args.threads) / 1e6
         need = r["weights_mb"] + act
         extra = r["peak_rss_mb"] - base
         print(f"{stage:10s} {r['peak_rss_mb']:9.0f} {extra:8.0f} {r['weights_mb']:8.0f} {act:9.0f} {need:8.0f} {extra / need:6.2f}")

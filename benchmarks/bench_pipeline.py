@@ -2,7 +2,8 @@
 
     python benchmarks/bench_pipeline.py [--size small|large] [--semantic-tokens 300] [--threads 2]
                                         [--int8] [--kv16] [--no-voice] [--skip-torch] [--skip-suno]
-                                        [--quick] [--profile] [--repeat N]
+                                        [--skip-cold] [--quick] [--profile] [--repeat N]
+                                        [--workdir DIR] [--json OUT.json]
 
 Every engine runs the same fixed workload with the same weights:
 
@@ -30,11 +31,14 @@ The floor of a row is max(FLOPs / sgemm rate, bytes read / GEMV bandwidth), both
 in this run (benchmarks/floors.py, before and after the engines; the best of the two is used).
 Formulas (L layers, width C, output vocabulary V, S cached positions, T positions):
 
-    decode bytes/token  = linear + LM-head weights (float32: 4 B each, int8: 1 B + 4 B per row)
-                          + biases + layer norms + 2 embedding rows + KV read 2 * 4 * L * S * C
+    decode bytes/token  = linear weights + the V LM-head rows sampled (float32: 4 B each, int8: 1 B
+                          + 4 B per row) + biases + layer norms + 2 embedding rows
+                          + KV read 2 * 4 * L * S * C               (V: semantic 10,001, coarse 1,024)
     decode FLOPs/token  = 2 * (12 L C^2 + V C) + 4 L S C
     causal prefill FLOPs= 2 T * 12 L C^2 + 2 L T (T + 1) C + 2 V C          (LM head: last position)
-    fine pass FLOPs     = 2 T * 12 L C^2 + 4 L T^2 C + 2 T V C              (T = 1024, V = 1056)
+    fine pass FLOPs     = (L - 1) (2 T * 12 C^2 + 4 T^2 C)                  (T = 1024 frames, of which
+                          + 6 T C^2 + 4 n T C + 18 n C^2 + 2 n V C            the last n are predicted,
+                                                                              V = 1024 head rows)
     codec FLOPs/s audio = benchmarks/bench_codec.decoder_flops_per_second (convs, LSTM, transposed convs)
 """
 
@@ -64,6 +68,8 @@ VOICE_NPZ = SHARED / "bark-voices" / "v2" / "en_speaker_6.npz"
 TEXT = "Hello, my name is Suno. And, uh, I like pizza. [laughs] But I also have other interests."
 SIZES = {"small": (12, 768, 12), "large": (24, 1024, 16)}  # (layers, width, heads)
 VOCABS = {"semantic": (129_600, 10_048), "coarse": (12_096, 12_096), "fine": (1_056, 1_056)}
+# LM-head rows a decode step needs: the semantic ids and end-of-speech; one codebook's ids
+HEAD_ROWS = {"semantic": 10_001, "coarse": 1_024}
 SEEDS = {"semantic": 101, "coarse": 102, "fine": 103, "codec": 104}
 SAMPLING_SEED = 7
 FRAME_RATE = 75
@@ -78,9 +84,16 @@ def gpt_config(size: str, stage: str):
 
     layers, width, heads = SIZES[size]
     vin, vout = VOCABS[stage]
-    # Suno's checkpoints have no linear biases in the causal models; the fine model's layer norms do
+    # Suno's checkpoints have no linear biases (weights/manifests); the fine model's layer norms
+    # carry biases all the same, which random_gpt_tensors(fine=True) draws
     return GPTConfig(num_layers=layers, num_heads=heads, hidden_size=width, input_vocab_size=vin,
-                     output_vocab_size=vout, block_size=1024, bias=stage == "fine")
+                     output_vocab_size=vout, block_size=1024, bias=False)
+
+
+def draw_signature(size: str) -> str:
+    """What the stage files in a workdir were drawn from: files from another draw are redrawn."""
+    bias = {stage: gpt_config(size, stage).bias for stage in VOCABS}
+    return json.dumps({"size": size, "seeds": SEEDS, "bias": bias, "drawn_by": "bench_pipeline/2"}, sort_keys=True)
 
 
 def prepare_weights(workdir: Path, size: str, int8: bool) -> None:
@@ -92,6 +105,11 @@ def prepare_weights(workdir: Path, size: str, int8: bool) -> None:
     from random_weights import random_gpt_tensors
 
     workdir.mkdir(parents=True, exist_ok=True)
+    mark = workdir / "draw.json"
+    signature = draw_signature(size)
+    if not mark.is_file() or mark.read_text() != signature:  # another draw's files (or unknown): redraw all
+        for old in workdir.glob("*.safetensors"):
+            old.unlink()
 
     def write(name: str, stage: str, config_json: str, tensors) -> None:
         path = workdir / f"{name}.safetensors"
@@ -113,6 +131,9 @@ def prepare_weights(workdir: Path, size: str, int8: bool) -> None:
             write(f"{stage}.int8", stage, config_to_json(c), lambda t=t: quantize_tensors(t))
         del t
     write("codec", "codec", config_to_json(CodecConfig()), lambda: random_codec_tensors(SEEDS["codec"]))
+    tmp = mark.with_name(f"draw.json.tmp-{os.getpid()}")
+    tmp.write_text(signature)
+    os.replace(tmp, mark)
 
 
 def stage_tensors(workdir: Path, stage: str, int8: bool = False) -> dict:
@@ -157,11 +178,12 @@ def workload_shape(n_tokens: int, voice) -> dict:
             return np.zeros((1, 1, stop - start), np.float32)
 
     class ZeroFine:
-        passes = 0
+        def __init__(self):
+            self.passes: list[tuple[int, int]] = []  # (frames whose logits are wanted, head rows) per pass
 
         def forward(self, book, codes, first=0, vocab=None):
-            ZeroFine.passes += 1
             start, stop = vocab or (0, VOCABS["fine"][1])
+            self.passes.append((codes.shape[1] - first, stop - start))
             return np.zeros((1, codes.shape[1] - first, stop - start), np.float32)
 
     coarse_model = ZeroCausal()
@@ -172,8 +194,10 @@ def workload_shape(n_tokens: int, voice) -> dict:
             windows.append([n, 1])
         else:
             windows[-1][1] += 1
-    generate_fine(ZeroFine(), coarse, voice=voice, rng=0, silent=True)
-    return {"windows": windows, "frames": int(coarse.shape[1]), "fine_passes": ZeroFine.passes}
+    fine_model = ZeroFine()
+    generate_fine(fine_model, coarse, voice=voice, rng=0, silent=True)
+    return {"windows": windows, "frames": int(coarse.shape[1]), "fine_passes": len(fine_model.passes),
+            "fine_outputs": fine_model.passes}
 
 
 # --- timing wrappers ------------------------------------------------------------------------
@@ -548,7 +572,11 @@ def spawn(args, kind: str, extra=(), env=None, timeout=3600) -> dict | None:
            "--semantic-tokens", str(args.semantic_tokens), "--threads", str(args.threads),
            *(["--no-voice"] if args.no_voice else []), *extra]
     t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:  # this engine's column is lost, not the run
+        print(f"[{kind}] timed out after {timeout} s", file=sys.stderr)
+        return None
     if proc.returncode != 0:
         print(f"[{kind}] failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
         return None
@@ -584,19 +612,29 @@ def floors(args, shape: dict, gemv_gbs: float, sgemm: float, workdir: Path) -> d
     n = args.semantic_tokens
 
     def decode_bytes(stage, int8):
+        """A decode step's weight bytes: all but the embedding tables, of the LM head only the rows
+        the stage samples (HEAD_ROWS), plus one token and one position embedding row."""
         t = stage_tensors(workdir, stage, int8)
-        weights = sum(v.nbytes for k, v in t.items() if "embeds_layer" not in k)
-        return weights + 2 * C * 4  # plus one token and one position embedding row
+        weights = sum(v.nbytes for k, v in t.items() if "embeds_layer" not in k and not k.startswith("lm_head."))
+        head = sum(v.nbytes for k, v in t.items() if k.startswith("lm_head."))
+        return weights + head * HEAD_ROWS[stage] / VOCABS[stage][1] + 2 * C * 4
 
     def floor(flops, nbytes):
         return max(flops / (sgemm * 1e9), nbytes / (gemv_gbs * 1e9))
+
+    def fine_floor(n, V, nbytes, T=1024):
+        """A T-frame fine pass that wants the logits (V of them) of its last n frames: every block
+        over all frames but the last, whose attention output, projection and MLP skip the others."""
+        body = (L - 1) * (2 * T * 12 * C**2 + 4 * T * T * C)
+        last = 2 * T * 3 * C**2 + 4 * n * T * C + 2 * n * 9 * C**2
+        return floor(body + last + 2 * n * V * C, nbytes)
 
     def prefill(T, V):
         flops = 2 * T * 12 * L * C**2 + 2 * L * T * (T + 1) * C + 2 * V * C
         return flops
 
     def decode(stage, S, int8):
-        V = VOCABS[stage][1]
+        V = HEAD_ROWS[stage]
         return floor(2 * (12 * L * C**2 + V * C) + 4 * L * S * C, decode_bytes(stage, int8) + 2 * 4 * L * S * C)
 
     out = {}
@@ -612,17 +650,18 @@ def floors(args, shape: dict, gemv_gbs: float, sgemm: float, workdir: Path) -> d
         for length, calls in shape["windows"]:
             coarse_pre.append(floor(prefill(length, 12_096), wbytes_coarse))
             coarse_dec += [decode("coarse", length + i, int8) for i in range(1, calls)]
-        T, V = 1024, 1056
-        fine_pass = floor(2 * T * 12 * L * C**2 + 4 * L * T * T * C + 2 * T * V * C, decode_bytes("fine", False))
+        fine_weights = sum(v.nbytes for k, v in stage_tensors(workdir, "fine").items() if "embeds_layer" not in k)
+        fine_passes = [fine_floor(n, V, fine_weights) for n, V in shape["fine_outputs"]]
+        fine_pass = float(np.mean(fine_passes))
         codec = decoder_flops_per_second(CodecConfig()) / (sgemm * 1e9)
         audio_s = shape["frames"] / FRAME_RATE
-        e2e = sem_prefill + sum(sem_decode) + sum(coarse_pre) + sum(coarse_dec) + fine_pass * shape["fine_passes"] + codec * audio_s
+        e2e = sem_prefill + sum(sem_decode) + sum(coarse_pre) + sum(coarse_dec) + sum(fine_passes) + codec * audio_s
         out[key] = {
             "semantic_ttft_s": sem_prefill, "semantic_decode_s_per_token": float(np.mean(sem_decode)),
             "coarse_prefill_mean_s": float(np.mean(coarse_pre)),
             "coarse_decode_s_per_token": float(np.mean(coarse_dec)),
             "coarse_total_s": sum(coarse_pre) + sum(coarse_dec),
-            "fine_pass_s": fine_pass, "fine_total_s": fine_pass * shape["fine_passes"],
+            "fine_pass_s": fine_pass, "fine_total_s": sum(fine_passes),
             "codec_s_per_s": codec, "e2e_s": e2e, "rtf": e2e / audio_s,
             "decode_bytes_semantic": wbytes_sem, "decode_bytes_coarse": wbytes_coarse,
         }
@@ -839,6 +878,12 @@ def main(argv=None) -> None:
                   "beside the previous window's decode steps (one thread each): its coarse prefill row is the mean of "
                   "the other prefills and of each such window's last ids (those drawn meanwhile), its decode row the "
                   "rest of the stage per step; the stage total is the figure to compare.")
+    barknp_windows = [c["coarse_windows"] for col, c in cols.items() if col.startswith("barknp")]
+    if barknp_windows and min(barknp_windows) < len(shape["windows"]):
+        print(f"\nbarknp prefilled {min(barknp_windows):.0f} of the {len(shape['windows'])} coarse windows: the others began "
+              "with ids its cache held (no voice: the history is still short and the semantic block does not slide), "
+              "so they fed one id. Its coarse prefill row is the mean of those it prefilled, not comparable with the "
+              "other columns' (every window); the stage total is the figure to compare.")
     print("\nSuno's codec row is transformers' EncodecModel (the encodec package is not installed); transformers'"
           " rows: forward + argmax only.")
     print(f"(benchmark wall time {time.time() - t_start:.0f} s)")

@@ -4,7 +4,10 @@
 
 Prints, for each thread count: semantic decode ms/token (after the 513-id merged prefill), one
 coarse window prefill (887 positions: 256 semantic + infer + 630 history) and one fine pass
-(1024 frames), each beside its floor from benchmarks/floors.py measured in the same run.
+(1024 frames), each beside its floor from benchmarks/floors.py measured in the same run. Decode
+is the median of ``--tokens`` steps (the first five dropped); the prefill and the fine pass are one
+timed run each, after one untimed run. The floor counts the work a forward must do: for the causal
+prefill, each query's visible keys only.
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ from barknp.threads import set_num_threads  # noqa: E402
 L, C, H = 12, 768, 12
 
 
-def causal_flops(T: int, S: int, vocab: int) -> float:
-    """Linear layers (12 C^2 per position per layer), attention (4 T S C per layer), one head row."""
-    return L * (2 * 12 * C * C * T + 4 * T * S * C) + 2 * C * vocab
+def forward_flops(T: int, causal: bool, vocab: int) -> float:
+    """A T-position forward from an empty cache: linear layers (12 C^2 multiply-adds per position
+    per layer), attention (a query and a value product per visible key: 2 T (T + 1) C per layer
+    when causal, 4 T^2 C when every key is visible), and ``vocab`` head outputs for one position."""
+    attention = 2 * T * (T + 1) * C if causal else 4 * T * T * C
+    return L * (2 * 12 * C * C * T + attention) + 2 * C * vocab
 
 
 def main(argv=None) -> None:
@@ -54,8 +60,8 @@ def main(argv=None) -> None:
     gbs, gflops = gemv_bandwidth_gbs(), sgemm_gflops()
     floors = {
         "semantic decode, ms/token": decode_bytes / (gbs * 1e9) * 1e3,
-        "coarse prefill 887, ms": causal_flops(887, 887, 12_096) / (gflops * 1e9) * 1e3,
-        "fine pass 1024, ms": (causal_flops(1024, 1024, 0) + 2 * 1024 * C * 1_056) / (gflops * 1e9) * 1e3,
+        "coarse prefill 887, ms": forward_flops(887, True, 12_096) / (gflops * 1e9) * 1e3,
+        "fine pass 1024, ms": (forward_flops(1024, False, 0) + 2 * 1024 * C * 1_056) / (gflops * 1e9) * 1e3,
     }
     results = {}
     for n in args.threads:

@@ -42,18 +42,19 @@ def sgemm_gflops(n: int = 2_048, repeat: int = 5) -> float:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM: getrusage's ru_maxrss would include the parent's peak
-    inherited through fork and exec); getrusage where /proc is missing."""
+    """This process's peak RSS in MB (1e6 bytes, as every other size the benchmarks print; VmHWM:
+    getrusage's ru_maxrss would include the parent's peak inherited through fork and exec);
+    getrusage where /proc is missing. Both count kB (1024 bytes)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                    return int(line.split()[1]) * 1024 / 1e6
     except OSError:
         pass
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
 def main() -> None:

@@ -198,6 +198,18 @@ def test_gpu_scripts_say_why_without_a_gpu(script):
     assert proc.returncode == 2 and len(lines) == 1 and "CUDA GPU" in lines[0], (proc.returncode, proc.stderr)
 
 
+def test_gpu_parity_script_fails_nan_and_shape_mismatch():
+    """tools/cuda_parity.py's error measure: a NaN or infinity in the GPU's result, or a result of
+    the wrong shape, is an infinite error, so the script cannot report OK for it."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from cuda_parity import errors
+
+    ref = np.array([1.0, -2.0], dtype=np.float32)
+    assert errors(np.array([1.0, -2.2], dtype=np.float32), ref) == pytest.approx((0.2, 0.1), rel=1e-5)
+    for bad in (np.array([1.0, np.nan]), np.array([np.inf, -2.0]), np.array([1.0, -2.0, 0.0]), np.ones((2, 1))):
+        assert errors(bad, ref) == (np.inf, np.inf), bad
+
+
 # --- kernels ----------------------------------------------------------------------------------
 
 

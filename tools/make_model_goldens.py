@@ -90,7 +90,10 @@ def main() -> None:
     )  # (7, B, T, V)
 
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    np.savez_compressed(OUT, **out)
+    tmp = OUT + ".tmp"
+    with open(tmp, "wb") as f:  # a file object: savez would add ".npz" to a name
+        np.savez_compressed(f, **out)
+    os.replace(tmp, OUT)  # never a half-written golden file
     print(f"wrote {os.path.normpath(OUT)} ({os.path.getsize(OUT) / 1e6:.2f} MB)")
 
 
