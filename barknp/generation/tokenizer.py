@@ -5,6 +5,11 @@ same vocabulary through the ``tokenizers`` library: ``vocab.txt`` with the cased
 (clean control characters, split CJK characters into single tokens, no lower-casing, no accent
 stripping) when the folder has one, otherwise ``tokenizer.json``. Either way the ids are the
 plain BERT ids; the semantic stage shifts them by ``TEXT_ENCODING_OFFSET``.
+
+One step is added to the ``tokenizers`` pipeline: Unicode NFC composition after BERT's cleaning,
+as the Python ``BertTokenizer`` of the transformers 4 releases Bark was written against does (its
+``BasicTokenizer``; the tokenizers-backed class of transformers 5 skips it). Without it, text in
+decomposed form (``"cafe\u0301"``, as macOS often pastes it) tokenizes to other ids, mostly [UNK].
 """
 
 from __future__ import annotations
@@ -12,6 +17,14 @@ from __future__ import annotations
 import os
 
 from ..errors import BarkError
+
+
+def _compose_after_cleaning(backend) -> None:
+    """Append NFC to the backend's normalizer (BERT's cleaning first, as the reference orders them)."""
+    from tokenizers import normalizers
+
+    steps = [backend.normalizer] if backend.normalizer is not None else []
+    backend.normalizer = normalizers.Sequence([*steps, normalizers.NFC()])
 
 
 class Tokenizer:
@@ -60,11 +73,13 @@ def load_tokenizer(tokenizer_dir) -> Tokenizer:
             )
         except Exception as e:
             raise BarkError(f"{vocab_path}: cannot read vocabulary: {str(e).splitlines()[0]}") from None
+        _compose_after_cleaning(backend)
         return Tokenizer(backend, vocab_path)
     if os.path.isfile(json_path):
         try:
             backend = _HFTokenizer.from_file(json_path)
         except Exception as e:  # tokenizers raises its own Exception type on a bad file
             raise BarkError(f"{json_path}: cannot parse tokenizer: {str(e).splitlines()[0]}") from None
+        _compose_after_cleaning(backend)
         return Tokenizer(backend, json_path)
     raise BarkError(f"{tokenizer_dir}: no tokenizer.json or vocab.txt in the tokenizer folder")
