@@ -20,7 +20,14 @@ loaded on first use if ``preload_models`` was not called). Differences:
   ``force_reload``). It honours ``SUNO_USE_SMALL_MODELS`` like Suno's, read when it runs.
 - Models are the converted transformers checkpoints: "small" is suno/bark-small and the default is
   suno/bark, converted into barknp's cache (``$BARKNP_HOME``, ``~/.cache/barknp``) on first use.
-- Bad input raises ``barknp.BarkError`` (a ValueError) where Suno's asserts.
+- Bad input raises ``barknp.BarkError`` (a ValueError) where Suno's asserts, and also for values
+  Suno's code runs with but which make no sense (a top_p outside (0, 1], a min_eos_p above 1, a
+  negative duration or temperature, tokens of a float dtype).
+- ``save_as_prompt`` checks the three prompts, writes them as int64 (Suno's keeps their dtypes and
+  any other keys) and replaces the file atomically.
+- ``silent=False`` shows a progress bar for the fine stage too (Suno's has none there).
+- Sampling is in float32 throughout; Suno's, on a GPU with bfloat16, samples from logits computed
+  under bfloat16 autocast.
 
 Extensions, all keyword-only: ``rng`` everywhere; ``min_eos_p`` and ``max_gen_duration_s`` (as
 Suno's ``generate_text_semantic``) on ``text_to_semantic`` and ``generate_audio``;

@@ -50,6 +50,24 @@ def test_every_preset_name_resolves_in_the_presets_folder():
         assert np.array_equal(v["semantic_prompt"], np.load(VOICES / f"{name}.npz")["semantic_prompt"])
 
 
+def test_preset_name_wins_over_a_file_of_that_name(tmp_path, monkeypatch):
+    """As in the original: a preset name loads the preset even where the working directory has a
+    file of that name; an existing file under another name, or a Path object, is read as a file."""
+    presets = tmp_path / "presets"
+    (presets / "v2").mkdir(parents=True)
+    np.savez(presets / "v2" / "en_speaker_1.npz", **good_voice(10))
+    work = tmp_path / "work"
+    (work / "v2").mkdir(parents=True)
+    (work / "v2" / "en_speaker_1").write_bytes(b"not a voice")
+    np.savez(work / "mine.npz", **good_voice(12))
+    os.replace(work / "mine.npz", work / "mine")  # a voice file without the .npz suffix
+    monkeypatch.chdir(work)
+    assert load_voice("v2/en_speaker_1", presets_dir=presets)["semantic_prompt"].shape == (10,)
+    assert load_voice("mine", presets_dir=presets)["semantic_prompt"].shape == (12,)
+    with pytest.raises(BarkError):  # a Path is a file: this one is no voice
+        load_voice(Path("v2/en_speaker_1"), presets_dir=presets)
+
+
 def test_none_and_dict():
     assert load_voice(None) is None
     v = load_voice(good_voice())

@@ -13,7 +13,10 @@ The loops reproduce the original token for token: given the same logits and the 
 uniform numbers (one per sampled token, see sampling.py), barknp picks the same tokens as the
 original run with ``use_kv_caching=True`` whose ``torch.multinomial`` draws by the same rule.
 barknp adds only: ``temp == 0`` (greedy; the original would divide by zero), validation that
-raises BarkError instead of asserting, and an explicit numpy ``rng``. It computes less where the
+raises BarkError where the original asserts and also where it runs on values that make no sense
+(top_p outside (0, 1], min_eos_p above 1, negative durations or temperatures, float-typed tokens,
+a voice prompt malformed in a part the stage does not read), Unicode composition of the text
+(tokenizer.py), and an explicit numpy ``rng``. It computes less where the
 result is the same: the coarse stage's logits for the sampled codebook's 1 024 ids only, and a
 coarse window's keys and values only past the positions the cache already holds with the same
 ids (the original rebuilds the cache for every window; keys and values agree to float32
