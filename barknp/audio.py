@@ -52,8 +52,13 @@ def save_wav(path, audio, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16
     except OSError as e:
         raise BarkError(f"save_wav: cannot write to {folder}: {e.strerror}") from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            soundfile.write(f, audio, int(sample_rate), subtype=subtype, format="WAV")
+        try:
+            # libsndfile writes the descriptor itself: through a Python file object it would call
+            # back into Python, where a Ctrl-C is swallowed and surfaces as a failed assertion
+            with soundfile.SoundFile(fd, "w", int(sample_rate), 1, subtype, format="WAV", closefd=False) as out:
+                out.write(audio)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except (OSError, RuntimeError, soundfile.LibsndfileError) as e:
         try:

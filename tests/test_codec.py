@@ -315,7 +315,7 @@ def test_save_wav_failure_leaves_nothing(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise soundfile.LibsndfileError(0, "simulated failure")
 
-    monkeypatch.setattr(soundfile, "write", broken)
+    monkeypatch.setattr(soundfile.SoundFile, "write", broken)  # the write save_wav makes
     with pytest.raises(BarkError, match="cannot write"):
         save_wav(path, _tone())
     assert [p.name for p in tmp_path.iterdir()] == ["d.wav"]  # the temporary is gone
