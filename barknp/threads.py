@@ -213,8 +213,12 @@ def forward_workers(rows: int, min_rows: int, given: Workers | None = None) -> I
         if count == 1:
             yield SERIAL
             return
-        # the calling thread is one of the workers: it takes the first share of every split
-        with ThreadPoolExecutor(count - 1, thread_name_prefix="barknp") as pool:
+        # The calling thread is one of the workers: it takes the first share of every split. Numba's
+        # thread count belongs to each thread, and a new thread starts at the process default: a
+        # worker's share (17-32 rows of a batch split in two reach the parallel decode kernels) runs
+        # on one thread, as BLAS does.
+        with ThreadPoolExecutor(count - 1, thread_name_prefix="barknp", initializer=numba.set_num_threads,
+                                initargs=(1,)) as pool:
             yield Workers(pool, count)
 
 
@@ -253,11 +257,13 @@ class _HelpQueue:
                 if not self._tasks:
                     return
                 job, call = self._tasks.popleft()
-            if job.set_running_or_notify_cancel():  # False: its submitter took it back
-                try:
+            try:
+                if job.set_running_or_notify_cancel():  # False: its submitter took it back
                     job.set_result(call())
-                except BaseException as error:  # noqa: BLE001 - handed to the submitter
-                    job.set_exception(error)
+            except BaseException as error:  # noqa: BLE001 - handed to the submitter, once it ran
+                if not job.running():  # a Ctrl-C before it started: its submitter takes it back
+                    raise
+                job.set_exception(error)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -318,16 +324,38 @@ def run_ahead(fn: Callable[[Workers], object]) -> Iterator[Future | None]:
         numba.set_num_threads(1)
         queue.help()
 
-    set_num_threads(1)  # BLAS for every thread, Numba for this one
     threads = [threading.Thread(target=helper, name="barknp-ahead", daemon=True)]
     threads += [threading.Thread(target=serve, name="barknp-ahead", daemon=True) for _ in range(count - 2)]
-    for thread in threads:
-        thread.start()
+    started: list[threading.Thread] = []
     try:
+        set_num_threads(1)  # BLAS for every thread, Numba for this one
+        for thread in threads:
+            thread.start()
+            started.append(thread)
         yield result
     finally:
-        queue.help()  # this thread is free: it takes the forward's remaining shares
-        for thread in threads:
-            thread.join()
-        set_num_threads(count)
-        numba.set_num_threads(before["numba"])
+        try:
+            if not started:  # no helper: nobody would run fn or close the queue
+                result.cancel()
+                queue.close()
+            _finish(queue, started)
+        finally:
+            set_num_threads(count)
+            numba.set_num_threads(before["numba"])
+
+
+def _finish(queue: _HelpQueue, threads: list[threading.Thread]) -> None:
+    """Help with the queue's remaining shares and wait for the threads, through any Ctrl-C, which is
+    raised once they are done: leaving earlier would leave the helper computing, and the caller
+    to restore thread counts the helper's forward still relies on."""
+    interrupted = None
+    while True:
+        try:
+            queue.help()  # this thread is free: it takes the forward's remaining shares
+            for thread in threads:
+                thread.join()
+            break
+        except KeyboardInterrupt as error:
+            interrupted = error
+    if interrupted is not None:
+        raise interrupted

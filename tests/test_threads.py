@@ -187,6 +187,51 @@ def test_run_ahead_hands_the_forwards_error_to_the_caller(two_blas_threads):
     assert threads.get_num_threads() == {"numba": 2, "blas": 2}
 
 
+def test_run_ahead_finishes_and_restores_through_a_ctrl_c(two_blas_threads, monkeypatch):
+    """A Ctrl-C while the caller waits for the forward (the first wait raises KeyboardInterrupt, as
+    a signal landing there would): the forward still finishes, the helper thread is gone, the
+    thread counts are back, and the KeyboardInterrupt comes out once, after."""
+    import threading
+
+    help_once = threads._HelpQueue.help
+    interrupted = []
+
+    def help_then_interrupt(queue):
+        if not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return help_once(queue)
+
+    monkeypatch.setattr(threads._HelpQueue, "help", help_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        with threads.run_ahead(lambda workers: sum(range(10**6))) as job:
+            pass
+    assert interrupted and job.done() and job.result() == sum(range(10**6))
+    assert not [t for t in threading.enumerate() if t.name == "barknp-ahead"]
+    assert threads.get_num_threads() == {"numba": 2, "blas": 2}
+
+
+def test_pool_workers_run_numba_kernels_on_one_thread(two_blas_threads):
+    """Numba's thread count belongs to each thread: the pool's workers set theirs to one, as BLAS is
+    under them, so that a worker's share never spreads over threads the other shares are using."""
+    import threading
+
+    import numba
+
+    pool_ran = threading.Event()
+
+    def caller_share():  # waits until the pool's worker has run its share
+        assert pool_ran.wait(10)
+
+    def worker_share():
+        pool_ran.set()
+        return numba.get_num_threads()
+
+    with forward_workers(rows=100, min_rows=16) as workers:
+        _, seen = workers._run([caller_share, worker_share])
+    assert seen == 1
+
+
 @pytest.mark.parametrize("bad", [0, -2, "x", 1.5, None, True])
 def test_set_num_threads_rejects_what_is_not_a_count(bad):
     from barknp import BarkError, set_num_threads

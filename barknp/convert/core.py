@@ -448,7 +448,11 @@ def convert_dir(src: str, out: str, *, source: dict, manifest: str | None = None
         if os.path.lexists(old) and not os.path.lexists(out):
             os.rename(old, out)
         raise
-    _remove(old)
+    try:
+        _remove(old)
+    except KeyboardInterrupt:  # the new model is in place: finish removing the old one, then stop
+        _remove(old)
+        raise
     if progress:
         print("\n".join(report(out)), flush=True)
     return out

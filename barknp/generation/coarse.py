@@ -223,6 +223,8 @@ class WindowCaches:
         simply extend this one; None: nothing to prefill."""
         wanted = (upcoming is not None and hasattr(self.model, "prefill_ahead")
                   and shared_prefix(self.held, upcoming) < len(self.held))
+        if wanted:  # the prefill empties the spare cache first: it holds nothing until it succeeds
+            self.spare_held = self.spare_held[:0]
         ahead = self.model.prefill_ahead(upcoming[None], self.spare) if wanted else contextlib.nullcontext()
         with ahead as job:  # job: a Future of the refilled spare, or None where nothing runs ahead
             yield
