@@ -111,7 +111,10 @@ def _call_first(names, *args):
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads for matrix products (BLAS) and for Numba's parallel kernels."""
+    """Use ``n`` threads for matrix products (BLAS) and for Numba's parallel kernels.
+
+    BLAS's count belongs to the process, Numba's to the calling thread (a new thread starts at
+    Numba's default, all cores): call it on the thread that generates."""
     n = check_number("threads", n, 1, integer=True)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     if _blas_function(_SETTERS) is None:
