@@ -680,8 +680,8 @@ ROWS = [  # (label, key, unit scale, unit)
     ("end to end", "e2e_s", 1, "s"),
     ("real-time factor (compute s / audio s)", "rtf", 1, "x"),
     ("peak RSS", "peak_rss_mb", 1, "MB"),
-    ("first token, cold (fresh Numba cache)", "cold_s", 1, "s"),
-    ("first token, warm", "warm_s", 1, "s"),
+    ("first token, cold (barknp: empty Numba cache)", "cold_s", 1, "s"),
+    ("first token, warm (second start)", "warm_s", 1, "s"),
     ("first token, warm, SciPy hidden", "warm_noscipy_s", 1, "s"),
 ]
 
@@ -721,7 +721,7 @@ def print_table(cols: dict, header: str) -> None:
         ratio_specs.append(("kv16/Suno", "barknp int8 kv16", "Suno original"))
     if "barknp int8 kv16" in cols and "barknp f32" in cols:
         ratio_specs.append(("kv16/f32", "barknp int8 kv16", "barknp f32"))
-    w0 = 40
+    w0 = max(len(label) for label, *_ in ROWS) + 1
     widths = [max(12, len(n) + 1) for n in names]
     print(header)
     line = f"{'':{w0}s}{'unit':>5s} " + "".join(f"{n:>{w}s}" for n, w in zip(names, widths))
