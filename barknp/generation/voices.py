@@ -112,11 +112,13 @@ def load_voice(voice, presets_dir=None) -> dict | None:
     if not isinstance(voice, str):
         raise BarkError(f"voice: expected a preset name, an .npz path, a dict or an np.load of an .npz, "
                         f"got {type(voice).__name__}")
-    name = voice.replace("\\", "/").strip("/")
-    known = name in PRESET_NAMES or name in list_voices(presets_dir)
     # As in the original, a name ending in .npz is a file and a preset name is a preset, even where
     # a file of that name happens to sit in the working directory; other existing files are read too.
-    if voice.endswith(".npz") or (not known and os.path.isfile(voice)):
+    if voice.endswith(".npz"):
+        return validate_voice(_read_npz(voice))
+    name = voice.replace("\\", "/").strip("/")
+    known = name in PRESET_NAMES or name in list_voices(presets_dir)
+    if not known and os.path.isfile(voice):
         return validate_voice(_read_npz(voice))
     if not known or ".." in name.split("/"):
         raise BarkError(f"voice: unknown voice {voice!r}; valid names: {_NAMES_HINT}, or a path to an .npz")
