@@ -484,8 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop each generation's semantic stage after S seconds of speech (default: none)")
     p.add_argument("--save-voice", metavar="OUT.npz", help="also save the generation as a reusable voice")
     p.add_argument("--threads", type=_THREADS, metavar="N", help="threads for matrix products and kernels")
-    p.add_argument("--weights", choices=("float32", "int8"), default="float32",
-                   help="int8: semantic and coarse stages with int8 weights (faster, made once beside the model)")
+    p.add_argument("--weights", choices=("float32", "int8", "float16"), default="float32",
+                   help="int8 or float16: semantic and coarse stages with int8 or float16 weights (faster, made "
+                        "once beside the model; float16 is nearly exact, int8 the fastest)")
     p.add_argument("--kv-cache", choices=("float32", "float16"), default="float32",
                    help="float16: semantic and coarse KV caches in half precision (faster decoding, rounded)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (cuda needs a GPU)")

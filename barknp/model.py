@@ -26,7 +26,7 @@ from .constants import (
     WAVEFORM_TEMP,
 )
 from .convert.hub import DEFAULT_MODEL
-from .convert.quantize import ensure_int8
+from .convert.quantize import REDUCED_WEIGHTS, ensure_reduced
 from .errors import BarkError, NoSpeechError
 from .generation.batch import generate_batch
 from .generation.coarse import generate_coarse
@@ -59,14 +59,14 @@ class Bark:
     def from_dir(cls, model_dir: str, weights: str = "float32", kv_cache: str = "float32") -> "Bark":
         """Load a converted model directory (the layout of weights/README.md).
 
-        ``weights="int8"`` decodes the semantic and coarse stages with int8 weights, writing
-        their int8 files into ``model_dir`` on first use. ``kv_cache="float16"`` keeps their KV
+        ``weights="int8"`` (or ``"float16"``) decodes the semantic and coarse stages with int8 (or
+        float16) weights, writing their files into ``model_dir`` on first use. ``kv_cache="float16"`` keeps their KV
         caches in float16 (half the bytes a decode step reads from them; keys and values rounded).
         """
         check_load_options("cpu", weights, kv_cache)  # fails before anything loads
 
         def causal(stage):
-            path = ensure_int8(model_dir, stage) if weights == "int8" else stage_path(model_dir, stage)
+            path = stage_path(model_dir, stage) if weights == "float32" else ensure_reduced(model_dir, stage, weights)
             return CausalGPT.load(path, stage, kv_cache=kv_cache)
 
         return cls(
@@ -173,11 +173,11 @@ def check_load_options(device: str, weights: str, kv_cache: str) -> None:
     anything is downloaded or converted)."""
     if device not in ("cpu", "cuda"):
         raise BarkError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
-    if weights not in ("float32", "int8"):
-        raise BarkError(f"weights must be 'float32' or 'int8', got {weights!r}")
+    if weights not in ("float32", *REDUCED_WEIGHTS):
+        raise BarkError(f"weights must be one of 'float32', 'int8', 'float16', got {weights!r}")
     half_cache = kv_dtype(kv_cache) != np.float32  # validates it too
     if device == "cuda" and weights != "float32":
-        raise BarkError("int8 weights run on the CPU only: choose the cpu device or float32 weights")
+        raise BarkError(f"{weights} weights run on the CPU only: choose the cpu device or float32 weights")
     if device == "cuda" and half_cache:
         raise BarkError("a float16 KV cache runs on the CPU only: choose the cpu device or a float32 cache")
 
@@ -189,8 +189,8 @@ def load(path_or_repo: str = DEFAULT_MODEL, *, home: str | None = None, offline:
     Anything not yet converted is converted into ``home`` (default ``$BARKNP_HOME`` or
     ``~/.cache/barknp``) on first use. ``device`` is ``"cpu"`` or ``"cuda"`` (numba.cuda; a
     BarkError where no GPU is usable, never a silent fall back to the CPU). ``weights="int8"`` decodes
-    the two causal stages with int8 weight-only quantization (per-row scales); ``kv_cache="float16"``
-    keeps their KV caches in float16. Both are reduced-precision options for the CPU; the README
+    the two causal stages with int8 weight-only quantization (per-row scales), ``weights="float16"``
+    with their weights rounded to float16; ``kv_cache="float16"`` keeps their KV caches in float16. Both are reduced-precision options for the CPU; the README
     gives their measured speed and error.
     """
     from .convert import locate

@@ -6,9 +6,9 @@ teacher-forced.
 For the two stages that have them (semantic and coarse), each option reads the same token
 sequences as the float32 model in one forward pass (teacher forcing: every position predicts the
 next token from the true prefix, never from its own earlier choices), and the table compares their
-next-token distributions at every position. The options: int8 weights; a float16 KV cache (the
-pass runs through a cache, whose keys and values attention reads back rounded, as decoding does);
-both. For each:
+next-token distributions at every position. The options: int8 weights; float16 weights; a float16
+KV cache (the pass runs through a cache, whose keys and values attention reads back rounded, as
+decoding does); int8 weights with it. For each:
 
 * top-1 agreement: the share of positions where both pick the same most likely token;
 * KL(float32 || int8) in nats, mean and worst position;
@@ -42,7 +42,7 @@ from random_weights import random_gpt_tensors  # noqa: E402
 
 from barknp.config import GPTConfig  # noqa: E402
 from barknp.constants import CODEBOOK_SIZE, SEMANTIC_VOCAB_SIZE  # noqa: E402
-from barknp.convert.quantize import ensure_int8, quantize_tensors  # noqa: E402
+from barknp.convert.quantize import ensure_reduced, halve_tensors, quantize_tensors  # noqa: E402
 from barknp.models.gpt import CausalGPT  # noqa: E402
 from barknp.weights import stage_path  # noqa: E402
 
@@ -80,8 +80,10 @@ def compare(f32: np.ndarray, q8: np.ndarray, sampled: list[tuple[int, int]]) -> 
     }
 
 
-# (label, int8 weights, KV cache dtype) of each option compared with float32
-OPTIONS = (("int8", True, "float32"), ("f16 KV", False, "float16"), ("int8+f16 KV", True, "float16"))
+# (label, weights, KV cache dtype) of each option compared with float32
+OPTIONS = (("int8", "int8", "float32"), ("f16 weights", "float16", "float32"), ("f16 KV", "float32", "float16"),
+           ("int8+f16 KV", "int8", "float16"))
+REDUCE = {"float32": dict, "int8": quantize_tensors, "float16": halve_tensors}
 
 
 def random_models(stage: str, linear_std: float) -> dict:
@@ -89,19 +91,18 @@ def random_models(stage: str, linear_std: float) -> dict:
     vocab = {"semantic": (129_600, 10_048), "coarse": (12_096, 12_096)}[stage]
     seed = {"semantic": 1, "coarse": 2}[stage]
     tensors = random_gpt_tensors(12, 768, *vocab, seed=seed, linear_std=linear_std)
-    quantized = quantize_tensors(tensors)
     config = GPTConfig(12, 12, 768, *vocab)
     models = {"f32": CausalGPT(config, tensors, stage)}
-    for label, int8, kv in OPTIONS:
-        models[label] = CausalGPT(config, quantized if int8 else tensors, stage, kv_cache=kv)
+    for label, weights, kv in OPTIONS:
+        models[label] = CausalGPT(config, REDUCE[weights](tensors), stage, kv_cache=kv)
     return models
 
 
 def saved_models(model_dir: str, stage: str) -> dict:
-    """The same for a converted model directory (its int8 file made if missing)."""
+    """The same for a converted model directory (its int8 and float16 files made if missing)."""
     models = {"f32": CausalGPT.load(stage_path(model_dir, stage), stage)}
-    for label, int8, kv in OPTIONS:
-        path = ensure_int8(model_dir, stage) if int8 else stage_path(model_dir, stage)
+    for label, weights, kv in OPTIONS:
+        path = stage_path(model_dir, stage) if weights == "float32" else ensure_reduced(model_dir, stage, weights)
         models[label] = CausalGPT.load(path, stage, kv_cache=kv)
     return models
 

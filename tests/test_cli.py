@@ -247,12 +247,16 @@ def test_int8_weights_and_the_device_choice(tiny, tmp_path, capsys, offline_env)
     # int8 weights or a float16 cache with the GPU: refused before any int8 file is made
     fresh = tmp_path / "fresh"
     shutil.copytree(model, fresh)
-    for made in fresh.glob("*int8*"):  # other tests may have made the shared model's int8 files
+    for made in [*fresh.glob("*int8*"), *fresh.glob("*.f16.*")]:  # other tests may have made these files
         made.unlink()
     code, out, err = main(capsys, "say", "hi", "-o", tmp_path / "c.wav", "--model", fresh, "--device", "cuda",
                           "--weights", "int8", "-q", *CAP)
     assert_user_error(code, err, "int8 weights run on the CPU only")
     assert not list(fresh.glob("*int8*"))
+    code, out, err = main(capsys, "say", "hi", "-o", tmp_path / "c.wav", "--model", fresh, "--device", "cuda",
+                          "--weights", "float16", "-q", *CAP)
+    assert_user_error(code, err, "float16 weights run on the CPU only")
+    assert not list(fresh.glob("*.f16.*"))
 
 
 @pytest.mark.reference

@@ -394,12 +394,12 @@ def test_lstm_layer(dev, T, I, H, seed):
 # --- whole models -----------------------------------------------------------------------------
 
 
-def tiny_gpt(fine: bool = False, seed: int = 0, int8: bool = False, kv_cache: str = "float32"):
+def tiny_gpt(fine: bool = False, seed: int = 0, int8: bool = False, kv_cache: str = "float32", half: bool = False):
     sys.path.insert(0, str(REPO / "tools"))
     from random_weights import random_gpt_tensors
 
     from barknp.config import GPTConfig
-    from barknp.convert.quantize import quantize_tensors
+    from barknp.convert.quantize import halve_tensors, quantize_tensors
     from barknp.models.fine import FineGPT
     from barknp.models.gpt import CausalGPT
 
@@ -409,6 +409,8 @@ def tiny_gpt(fine: bool = False, seed: int = 0, int8: bool = False, kv_cache: st
     tensors = random_gpt_tensors(1, 6, vocab_in, vocab_out, seed, fine=fine, block_size=600)
     if int8:
         tensors = quantize_tensors(tensors)
+    if half:
+        tensors = halve_tensors(tensors)
     return FineGPT(config, tensors) if fine else CausalGPT(config, tensors, name="semantic", kv_cache=kv_cache)
 
 
@@ -633,12 +635,13 @@ def test_cache_truncate_and_reset_on_the_device(dev_serial):
 
 
 def test_cuda_models_refuse_what_runs_on_the_cpu_only():
-    """int8 weights, a float16 cache, a model that is not a CPU one, or an impossible kernel
-    configuration: one-line BarkErrors, raised before the device is touched."""
+    """int8 or float16 weights, a float16 cache, a model that is not a CPU one, or an impossible
+    kernel configuration: one-line BarkErrors, raised before the device is touched."""
     from barknp.cuda.kernels import KernelConfig
     from barknp.cuda.models import CUDACausalGPT
 
-    for model, match in [(tiny_gpt(int8=True), "int8 weights run on the CPU only"),
+    for model, match in [(tiny_gpt(int8=True), "int8 and float16 weights run on the CPU only"),
+                         (tiny_gpt(half=True), "int8 and float16 weights run on the CPU only"),
                          (tiny_gpt(kv_cache="float16"), "float16 KV cache runs on the CPU only"),
                          (object(), "build from a CPU CausalGPT")]:
         with pytest.raises(BarkError, match=match):

@@ -23,6 +23,8 @@ from barknp.nn.mathf import apply32, erf32, exp32, sigmoid32, tanh32
 from barknp.nn.quant import quantize_rows
 from barknp.nn.ops import LayerNorm, gelu, gelu_reference, layer_norm, layer_norm_reference
 
+WEIGHTS = ("float32", "int8", "float16")  # the weight dtypes a decode step's products take
+
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 17), st.integers(1, 40))
 
 
@@ -189,10 +191,10 @@ def test_float16_conversions_are_numpys_bit_for_bit():
     special float32 values, through a kernel, against NumPy's float16 casts (NaNs as NaNs)."""
     import numba
 
-    from barknp.nn.half import from_cache, half_to_float, to_cache
+    from barknp.nn.half import half_to_float, to_cache, widen
 
     @numba.njit
-    def widen(bits, out):
+    def widen_all(bits, out):
         for i in range(bits.shape[0]):
             out[i] = half_to_float(bits[i])
 
@@ -203,7 +205,7 @@ def test_float16_conversions_are_numpys_bit_for_bit():
 
     bits = np.arange(1 << 16, dtype=np.uint16)
     got = np.empty(bits.shape, dtype=np.float32)
-    widen(bits, got)
+    widen_all(bits, got)
     want = bits.view(np.float16).astype(np.float32)
     nan = np.isnan(want)  # the hardware quiets signalling NaNs, NumPy keeps their payload: NaN either way
     np.testing.assert_array_equal(np.isnan(got), nan)
@@ -218,8 +220,8 @@ def test_float16_conversions_are_numpys_bit_for_bit():
     with np.errstate(over="ignore"):  # beyond 65504: infinity, as the hardware rounds too
         np.testing.assert_array_equal(out, x.astype(np.float16).view(np.uint16))
     # the pure-Python forms (what a reader can call) agree
-    assert np.isnan(from_cache(np.uint16(0x7E00))) and from_cache(np.uint16(0x3C00)) == 1.0
-    assert from_cache(np.float32(2.5)) == 2.5
+    assert np.isnan(widen(np.uint16(0x7E00))) and widen(np.uint16(0x3C00)) == 1.0
+    assert widen(np.float32(2.5)) == 2.5 and widen(np.int8(-3)) == -3.0
     assert to_cache(np.float32(1.0), out) == 0x3C00 and to_cache(np.float32(1.5), got) == 1.5
 
 
@@ -281,12 +283,13 @@ def test_tanh32_within_5e7_absolute():
 
 
 @settings(deadline=None, max_examples=40)
-@given(n=st.integers(1, 9), k=st.integers(1, 70), out=st.integers(1, 41), int8=st.booleans(), seed=st.integers(0, 2**31))
-def test_rows_matmul_kernel_matches_reference(n, k, out, int8, seed):
-    """float32 and int8 weights, every remainder of the kernel's groups of four rows."""
+@given(n=st.integers(1, 9), k=st.integers(1, 70), out=st.integers(1, 41), weights=st.sampled_from(WEIGHTS),
+       seed=st.integers(0, 2**31))
+def test_rows_matmul_kernel_matches_reference(n, k, out, weights, seed):
+    """float32, int8 and float16 weights, every remainder of the kernel's groups of four rows."""
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((out, k)).astype(np.float32)
-    w, scale = quantize_rows(w) if int8 else (w, None)
+    w, scale = quantize_rows(w) if weights == "int8" else (w.astype(weights), None)
     x = rng.standard_normal((n, k)).astype(np.float32)
     # fastmath lets the kernel reorder its sums, so the two differ by float32 rounding, which scales
     # with the absolute terms (at most K * 2**-24 of them for each side, 8.4e-6 at K = 70): a dot
@@ -298,22 +301,22 @@ def test_rows_matmul_kernel_matches_reference(n, k, out, int8, seed):
 @settings(deadline=None, max_examples=25)
 @given(
     C=st.sampled_from([16, 32, 48]), H=st.sampled_from([1, 2, 4]), past=st.integers(0, 12),
-    int8=st.booleans(), bias=st.booleans(), seed=st.integers(0, 2**31),
+    weights=st.sampled_from(WEIGHTS), bias=st.booleans(), seed=st.integers(0, 2**31),
 )
-def test_fused_decode_block_matches_the_general_block(C, H, past, int8, bias, seed):
-    _check_decode_block(C, H, past, int8, bias, seed, np.float32, 1e-5)
+def test_fused_decode_block_matches_the_general_block(C, H, past, weights, bias, seed):
+    _check_decode_block(C, H, past, weights, bias, seed, np.float32, 1e-5)
 
 
 @settings(deadline=None, max_examples=25)
 @given(
     C=st.sampled_from([16, 32, 48]), H=st.sampled_from([1, 2, 4]), past=st.integers(0, 12),
-    int8=st.booleans(), seed=st.integers(0, 2**31),
+    weights=st.sampled_from(WEIGHTS), seed=st.integers(0, 2**31),
 )
-def test_fused_decode_block_with_a_float16_cache(C, H, past, int8, seed):
+def test_fused_decode_block_with_a_float16_cache(C, H, past, weights, seed):
     """The same checks with float16 caches. Each path rounds its own float32 key and value of the
     new position, which can differ by one float16 step (4.9e-4 relative) where the two float32
     values straddle a rounding boundary; that bounds the outputs' difference (2e-3)."""
-    _check_decode_block(C, H, past, int8, True, seed, np.float16, 2e-3)
+    _check_decode_block(C, H, past, weights, True, seed, np.float16, 2e-3)
 
 
 def test_fused_decode_block_rounds_its_cache_writes_as_numpy():
@@ -335,18 +338,19 @@ def test_fused_decode_block_rounds_its_cache_writes_as_numpy():
     assert_close(y16, y32, 2e-3, "output, float16 cache against float32")
 
 
-def _check_decode_block(C, H, past, int8, bias, seed, dtype, rtol):
+def _check_decode_block(C, H, past, weights, bias, seed, dtype, rtol):
     """decode_block (one compiled call) against its NumPy reference and against block_forward's
     general path, which a batch of two takes (row 0 is the fused call's sequence). Same output,
-    same cache writes, caches of ``dtype``."""
-    from barknp.convert.quantize import quantize_tensors
+    same cache writes, caches of ``dtype``; ``weights`` one of WEIGHTS."""
+    from barknp.convert.quantize import halve_tensors, quantize_tensors
     from barknp.nn.attention import KVCache
     from barknp.nn.block import block_forward, read_block
     from barknp.nn.fused import decode_block, decode_block_reference, kernel_args
     from random_weights import random_gpt_tensors
 
     tensors = random_gpt_tensors(1, C, 50, 50, seed=seed % 1000, bias=bias)
-    block = read_block(quantize_tensors(tensors) if int8 else tensors, "layers.0")
+    reduce = {"float32": dict, "int8": quantize_tensors, "float16": halve_tensors}[weights]
+    block = read_block(reduce(tensors), "layers.0")
     rng = np.random.default_rng(seed)
     history = rng.standard_normal((2, past + 1, C)).astype(np.float32)  # (B, S, C): row 1 is filler
     one, two = KVCache(1, 1, H, past + 3, C // H, dtype), KVCache(1, 2, H, past + 3, C // H, dtype)

@@ -93,6 +93,16 @@ def test_int8_weights_load_and_generate(tiny_model_dir):
     assert len(audio) == fine.shape[1] * 320
 
 
+def test_float16_weights_load_and_generate(tiny_model_dir):
+    """weights="float16": both causal stages read float16 files (made beside the model), the fine
+    stage stays float32, and the pipeline runs through."""
+    model = barknp.load(tiny_model_dir, weights="float16")
+    assert model.semantic.lm_head.weight.dtype == np.float16 and model.coarse.layers[0].mlp.in_proj.weight.dtype == np.float16
+    assert model.fine.layers[0].mlp.in_proj.weight.dtype == np.float32
+    sem, coarse, fine, audio = short_generate(model, 0)
+    assert len(audio) == fine.shape[1] * 320 and np.isfinite(audio).all()
+
+
 def test_float16_kv_caches_load_and_generate(tiny_model_dir):
     """int8 weights with float16 caches: both causal stages make float16 caches (the fine stage
     has none), and the pipeline runs through."""

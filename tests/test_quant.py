@@ -1,4 +1,5 @@
-"""int8 weight-only layers: the kernel against its reference, and int8 stage files."""
+"""Reduced-precision weights: int8 layers (the kernel against its reference), int8 and float16
+stage files."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from parity import assert_close
 from random_weights import random_gpt_tensors
 
 from barknp.config import GPTConfig, config_to_json
-from barknp.convert.quantize import ensure_int8, int8_stage_path, quantize_tensors
+from barknp.convert.quantize import (
+    ensure_int8,
+    ensure_reduced,
+    halve_tensors,
+    int8_stage_path,
+    quantize_tensors,
+    reduced_stage_path,
+)
 from barknp.errors import BarkError
 from barknp.models.gpt import CausalGPT
 from barknp.nn.ops import Linear, linear
@@ -100,9 +108,43 @@ def test_int8_stage_file_is_written_once_and_loads(model_dir):
     assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.9
 
 
-def test_int8_only_for_decoding_stages(model_dir):
+def test_float16_stage_file_is_written_once_and_loads(model_dir):
+    """The float16 file: linear weights rounded to float16 (everything else as it was), made once;
+    its logits within float16's rounding of float32's, on many rows and on decode steps."""
+    path = ensure_reduced(model_dir, "coarse", "float16")
+    assert path == reduced_stage_path(model_dir, "coarse", "float16") and path.endswith("coarse.f16.safetensors")
+    mtime = os.path.getmtime(path)
+    assert ensure_reduced(model_dir, "coarse", "float16") == path and os.path.getmtime(path) == mtime
+    f16 = CausalGPT.load(path, "coarse")
+    f32 = CausalGPT.load(stage_path(model_dir, "coarse"), "coarse")
+    w32 = f32.layers[1].mlp.in_proj.weight
+    np.testing.assert_array_equal(f16.layers[1].mlp.in_proj.weight, w32.astype(np.float16))
+    assert f16.lm_head.weight.dtype == np.float16 and f16.input_embeds_layer.dtype == np.float32
+    ids = np.random.default_rng(1).integers(0, 12_096, (1, 20))
+    assert_close(f16.forward(ids), f32.forward(ids), 2e-3, "float16 vs float32 logits, 20 rows")
+    c16, c32 = f16.new_cache(), f32.new_cache()
+    f16.forward(ids[:, :19], c16)
+    f32.forward(ids[:, :19], c32)
+    assert_close(f16.forward(ids[:, 19:], c16), f32.forward(ids[:, 19:], c32), 2e-3, "float16 vs float32, decode step")
+
+
+def test_reduced_weights_only_for_decoding_stages(model_dir):
     with pytest.raises(BarkError, match="only semantic, coarse"):
         ensure_int8(model_dir, "fine")
+    with pytest.raises(BarkError, match="only semantic, coarse"):
+        ensure_reduced(model_dir, "fine", "float16")
+    with pytest.raises(BarkError, match="reduced-precision weights are int8 or float16"):
+        ensure_reduced(model_dir, "coarse", "int4")
+
+
+def test_halve_tensors_rounds_linear_weights_only():
+    t = random_gpt_tensors(1, 16, 100, 100, seed=0)
+    h = halve_tensors(t)
+    for name, value in h.items():
+        linear = name.endswith(("att_proj.weight", "out_proj.weight", "in_proj.weight")) or name == "lm_head.weight"
+        assert value.dtype == (np.float16 if linear else np.float32), name
+        if linear:
+            np.testing.assert_array_equal(value, t[name].astype(np.float16))
 
 
 def test_quantize_tensors_keeps_embeddings_and_norms_float():
@@ -113,9 +155,10 @@ def test_quantize_tensors_keeps_embeddings_and_norms_float():
     assert t["layers.0.layernorm_1.weight"].dtype == np.float32
 
 
-def test_int8_models_prefill_nothing_ahead(model_dir):
-    """int8 decode steps are compute-bound: the coarse loop's prefill beside them is off for int8
-    weights (CausalGPT.prefill_ahead), and on for float32 at two threads."""
+def test_reduced_weight_models_prefill_nothing_ahead(model_dir):
+    """int8 and float16 decode steps convert their weights in registers: the coarse loop's prefill
+    beside them is off for those weights (CausalGPT.prefill_ahead), and on for float32 at two
+    threads."""
     from conftest import num_threads
 
     from barknp import threads
@@ -124,7 +167,9 @@ def test_int8_models_prefill_nothing_ahead(model_dir):
         pytest.skip("NumPy's BLAS library was not found, so its threads cannot be set")
     ids = np.random.default_rng(0).integers(0, 12_096, (1, 24))
     with num_threads(2):
-        for path, runs in [(ensure_int8(model_dir, "coarse"), False), (stage_path(model_dir, "coarse"), True)]:
+        for path, runs in [(ensure_int8(model_dir, "coarse"), False),
+                           (ensure_reduced(model_dir, "coarse", "float16"), False),
+                           (stage_path(model_dir, "coarse"), True)]:
             model = CausalGPT.load(path, "coarse")
             cache = model.new_cache()
             model.forward(ids[:, :5], cache)

@@ -130,8 +130,8 @@ class CUDACausalGPT:
     def __init__(self, cpu: CausalGPT, dev: Device):
         if not isinstance(cpu, CausalGPT):
             raise BarkError(f"CUDA: build from a CPU CausalGPT, got {type(cpu).__name__}")
-        if isinstance(cpu.lm_head, QLinear):
-            raise BarkError("int8 weights run on the CPU only; load the model with weights='float32'")
+        if isinstance(cpu.lm_head, QLinear) or cpu.lm_head.weight.dtype != np.float32:
+            raise BarkError("int8 and float16 weights run on the CPU only; load the model with weights='float32'")
         if cpu.kv_dtype != np.float32:
             raise BarkError("a float16 KV cache runs on the CPU only; load the model with kv_cache='float32'")
         self.dev = dev

@@ -27,7 +27,6 @@ from ..nn.fused import decode_block, kernel_args
 from ..nn.gemv import MAX_ROWS
 from ..nn.half import kv_dtype
 from ..nn.ops import layer_norm, linear, output_rows
-from ..nn.quant import QLinear
 from ..threads import Workers, forward_workers, run_ahead
 from ..weights import load_stage
 
@@ -194,14 +193,15 @@ class CausalGPT:
 
         A context manager: yields a Future of the cache, holding ids (1, T)'s keys and values once
         the block is left; or None where the forward does not run beside the body (one thread;
-        int8 weights): then nothing is computed, and no cache is made or emptied.
+        int8 or float16 weights): then nothing is computed, and no cache is made or emptied.
 
         Not with int8 weights: their decode steps are bound by converting the weights in
         registers, not by reading them, so on one thread they take twice as long (7.9 -> 15 ms per
         coarse step); beside the prefill they measured no gain (benchmarks/NOTES.md, session 8),
-        so the second cache would be memory spent for nothing.
+        so the second cache would be memory spent for nothing. float16 weights decline too: their
+        steps also convert every weight in registers (benchmarks/NOTES.md, session 10).
         """
-        if isinstance(self.layers[0].attn.att_proj, QLinear):
+        if self.layers[0].attn.att_proj.weight.dtype != np.float32:  # int8 or float16 weights
             return contextlib.nullcontext()
 
         def prefill(workers) -> KVCache:

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from ..threads import SERIAL, Workers
-from .half import from_cache, kernel_view, kv_dtype
+from .half import kernel_view, kv_dtype, widen
 from .mathf import exp32
 from .ops import Linear
 
@@ -177,7 +177,7 @@ def attend_one(qt, keys, values, scale, scores, acc):
         kj = keys[j]
         s = np.float32(0.0)
         for d in range(D):
-            s += qt[d] * from_cache(kj[d])
+            s += qt[d] * widen(kj[d])
         scores[j] = s
         peak = max(peak, s)
     total = np.float32(0.0)
@@ -190,7 +190,7 @@ def attend_one(qt, keys, values, scale, scores, acc):
         p = scores[j]
         vj = values[j]
         for d in range(D):
-            acc[d] += p * from_cache(vj[d])
+            acc[d] += p * widen(vj[d])
     inv = np.float32(1.0) / total
     for d in range(D):
         acc[d] *= inv

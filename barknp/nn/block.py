@@ -77,14 +77,14 @@ def block_forward(
 
 
 def float32_block(block: Block, workers: Workers = SERIAL, scratch: dict | None = None) -> Block:
-    """The block with any int8 linear dequantized to float32, for a many-row call: compute-bound
-    there, BLAS on float32 beats int8 weights, and dequantizing once per call lets every worker
+    """The block with any int8 or float16 linear converted to float32, for a many-row call:
+    compute-bound there, BLAS on float32 beats reduced weights, and converting once per call lets every worker
     share the result (each dequantizing per row chunk did the work twice). The float32 weights go
     into ``scratch`` (by role, reused by the next layer's call), or into new arrays without one."""
     scratch = {} if scratch is None else scratch
 
     def f32(role, layer):
-        if not isinstance(layer, QLinear):
+        if layer.weight.dtype == np.float32:
             return layer
         buffer = scratch.get(role)
         if buffer is None or buffer.shape != layer.weight.shape:

@@ -34,7 +34,8 @@ def _decode_block(
 ):  # fmt: skip
     """x (C,) float32 -> y (C,) float32, writing this position's key and value at ``pos`` of keys
     and values (H, max_len, D) float32 or float16 bits (uint16: barknp/nn/half.py). Weights
-    (out, in) float32 or int8 with scales (out,) ((0,) for float32); biases (out,) or (0,)."""
+    (out, in) float32, float16 bits, or int8 with scales (out,) ((0,) otherwise); biases (out,) or
+    (0,)."""
     C = x.shape[0]
     H, _, D = keys.shape
     h = np.empty(C, dtype=np.float32)
@@ -103,9 +104,10 @@ _EPS = np.float32(LAYER_NORM_EPS)
 
 
 def _linear_args(layer) -> tuple:
-    """(weight, scale or (0,), bias or (0,)) of a Linear or QLinear, as the kernel takes them."""
+    """(weight, scale or (0,), bias or (0,)) of a Linear or QLinear, as the kernel takes them (a
+    float16 weight as its uint16 bits)."""
     scale = layer.scale if isinstance(layer, QLinear) else _NO_SCALE
-    return layer.weight, scale, _NO_BIAS if layer.bias is None else layer.bias
+    return kernel_view(layer.weight), scale, _NO_BIAS if layer.bias is None else layer.bias
 
 
 def kernel_args(block) -> tuple:

@@ -7,14 +7,17 @@ weight four rows at a time, straight from the array, and multiplies each group w
 two at a time, while it sits in L1. A batch of 8 then costs about 1.5 times a batch of 1. A single
 input row takes one weight row at a time instead, the access pattern memory streams fastest.
 
-The weight is float32, or int8 with one float32 scale per row (converted to float32 in registers,
-so an int8 weight streams a quarter of the bytes).
+The weight is float32, float16 (a reduced-precision option: half the bytes, widened to float32
+in registers by F16C's ``vcvtph2ps``), or int8 with one float32 scale per row (converted to
+float32 in registers, so an int8 weight streams a quarter of the bytes).
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+
+from .half import kernel_view, widen
 
 # Input rows up to which the kernel beats BLAS (decode batches; a prefill has hundreds).
 MAX_ROWS = 16
@@ -24,7 +27,7 @@ _NO_SCALE = np.empty(0, dtype=np.float32)
 def rows_matmul_reference(x: np.ndarray, w: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
     """x (N, in) float32 @ (w * scale[:, None]).T -> (N, out) float32, in plain NumPy.
 
-    w (out, in) float32 or int8; scale (out,) float32 or None (no scaling).
+    w (out, in) float32, float16 or int8; scale (out,) float32 or None (no scaling).
     """
     weight = w.astype(np.float32)
     if scale is not None:
@@ -33,15 +36,15 @@ def rows_matmul_reference(x: np.ndarray, w: np.ndarray, scale: np.ndarray | None
 
 
 @numba.njit(inline="always", fastmath=True)
-def _dot(x, w):  # x (K,) float32, w (K,) float32 or int8 -> float32
+def _dot(x, w):  # x (K,) float32, w (K,) float32, int8 or float16 bits (uint16) -> float32
     acc = np.float32(0.0)
     for i in range(x.shape[0]):
-        acc += x[i] * np.float32(w[i])
+        acc += x[i] * widen(w[i])
     return acc
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
-def _rows_matmul(x, w, scale, out):  # x (N, K) f32, w (O, K) f32|i8, scale (O,)|(0,) f32 -> out (N, O)
+def _rows_matmul(x, w, scale, out):  # x (N, K) f32, w (O, K) f32|i8|f16 bits, scale (O,)|(0,) f32 -> out (N, O)
     n, k = x.shape
     O = w.shape[0]
     if n == 1:
@@ -66,7 +69,7 @@ def _rows_matmul(x, w, scale, out):  # x (N, K) f32, w (O, K) f32|i8, scale (O,)
                 a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0.0)
                 for i in range(k):
                     u, v = xa[i], xb[i]
-                    p0, p1, p2, p3 = np.float32(w0[i]), np.float32(w1[i]), np.float32(w2[i]), np.float32(w3[i])
+                    p0, p1, p2, p3 = widen(w0[i]), widen(w1[i]), widen(w2[i]), widen(w3[i])
                     a0 += u * p0
                     a1 += u * p1
                     a2 += u * p2
@@ -83,10 +86,10 @@ def _rows_matmul(x, w, scale, out):  # x (N, K) f32, w (O, K) f32|i8, scale (O,)
                 a0 = a1 = a2 = a3 = np.float32(0.0)
                 for i in range(k):
                     u = xa[i]
-                    a0 += u * np.float32(w0[i])
-                    a1 += u * np.float32(w1[i])
-                    a2 += u * np.float32(w2[i])
-                    a3 += u * np.float32(w3[i])
+                    a0 += u * widen(w0[i])
+                    a1 += u * widen(w1[i])
+                    a2 += u * widen(w2[i])
+                    a3 += u * widen(w3[i])
                 out[r, o0], out[r, o0 + 1], out[r, o0 + 2], out[r, o0 + 3] = a0, a1, a2, a3
         else:  # the last, partial group of weight rows
             for o in range(o0, O):
@@ -103,4 +106,4 @@ def rows_matmul(x: np.ndarray, w: np.ndarray, scale: np.ndarray | None = None) -
     """The kernel of :func:`rows_matmul_reference`: x (N, in) float32 -> (N, out) float32."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
-    return _rows_matmul(x, w, _NO_SCALE if scale is None else scale, out)
+    return _rows_matmul(x, kernel_view(w), _NO_SCALE if scale is None else scale, out)

@@ -1,4 +1,4 @@
-"""float16 storage for the KV cache, read and written inside Numba kernels.
+"""float16 storage for the KV cache and for weights, read and written inside Numba kernels.
 
 Numba has no float16 type on the CPU, so a float16 array goes into a kernel as its ``uint16`` bit
 pattern (``a.view(np.uint16)``), and these two intrinsics convert one value: LLVM's ``fpext`` and
@@ -8,8 +8,9 @@ IEEE round-to-nearest-even, the same as NumPy's ``astype(np.float16)``: a cache 
 one written by a kernel hold the same bits (the tests check both directions against NumPy; only a
 signalling NaN's payload differs, which the hardware quiets).
 
-``from_cache`` and ``to_cache`` let one kernel serve both cache dtypes: for a float32 cache they
-compile to nothing, for a uint16 (float16) one to the conversion.
+``widen`` and ``to_cache`` let one kernel serve every dtype an array may have: ``widen`` reads a
+float32, int8 or float16 (uint16 bits) element as float32 (nothing to do for float32, a conversion
+otherwise), ``to_cache`` writes float32 into a float32 or float16 cache.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def float_to_half(typingctx, value):
     return types.uint16(types.float32), codegen
 
 
-def from_cache(value):
-    """A value read from a cache array (float32, or float16 bits as uint16) -> float32."""
+def widen(value):
+    """An element of a kernel's array (float32, int8, or float16 bits as uint16) -> float32."""
     if isinstance(value, np.uint16):
         return np.float32(np.array(value, dtype=np.uint16).view(np.float16))
     return np.float32(value)
@@ -64,11 +65,11 @@ def to_cache(value, like: np.ndarray):
     return np.float32(value)
 
 
-@overload(from_cache, inline="always")
-def _from_cache(value):
+@overload(widen, inline="always")
+def _widen(value):
     if value == types.uint16:
         return lambda value: half_to_float(value)
-    return lambda value: value
+    return lambda value: np.float32(value)
 
 
 @overload(to_cache, inline="always")
@@ -79,7 +80,7 @@ def _to_cache(value, like):
 
 
 def kernel_view(a: np.ndarray) -> np.ndarray:
-    """A cache array as a kernel takes it: float16 as its uint16 bits (a view), float32 as it is."""
+    """An array as a kernel takes it: float16 as its uint16 bits (a view), any other as it is."""
     return a.view(np.uint16) if a.dtype == np.float16 else a
 
 

@@ -25,7 +25,8 @@ _NO_BIAS = np.empty(0, dtype=np.float32)
 
 
 class Linear(NamedTuple):
-    """A checkpoint ``nn.Linear``: weight (out, in) float32, bias (out,) float32 or None."""
+    """A checkpoint ``nn.Linear``: weight (out, in) float32 (float16 with the reduced-precision
+    option of barknp/convert/quantize.py), bias (out,) float32 or None."""
 
     weight: np.ndarray
     bias: np.ndarray | None
@@ -43,15 +44,17 @@ def linear(x: np.ndarray, layer: Linear | QLinear) -> np.ndarray:
 
     A decode step's few rows go through :func:`~barknp.nn.gemv.rows_matmul`, which streams the
     weight once for all of them; more rows go to BLAS, through ``W.T``, a transposed view that it
-    reads in place. An int8 layer (:class:`~barknp.nn.quant.QLinear`) goes through its own path.
+    reads in place. An int8 layer (:class:`~barknp.nn.quant.QLinear`) goes through its own path;
+    a float16 weight (the reduced-precision option) is widened in registers, or copied to float32
+    for many rows.
     """
     if isinstance(layer, QLinear):
         return qlinear(x, layer)
     rows = x.size // x.shape[-1]
     if rows <= MAX_ROWS:
         y = rows_matmul(x.reshape(rows, -1), layer.weight).reshape(*x.shape[:-1], -1)  # (..., out)
-    else:
-        y = x @ layer.weight.T  # (..., out)
+    else:  # a float16 weight is widened first (prefills convert their blocks' once: nn/block.py)
+        y = x @ layer.weight.astype(np.float32, copy=False).T  # (..., out)
     if layer.bias is not None:
         y += layer.bias
     return y

@@ -58,15 +58,19 @@ def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return q.astype(np.float32) * scale[:, None]
 
 
-def dequantized_weight(layer: QLinear, workers: Workers = SERIAL, out: np.ndarray | None = None) -> np.ndarray:
-    """The layer's weight as float32 (out, in), each worker dequantizing a share of its rows, into
-    ``out`` when given: a reused buffer, because writing 28 MB of fresh pages per layer cost more
-    in page faults than the dequantization itself (~180 against ~20 ms per bark-small prefill)."""
-    q, scale = layer.weight, layer.scale
-    out = np.empty(q.shape, dtype=np.float32) if out is None else out
-    step = -(-q.shape[0] // workers.count)
-    shares = [slice(i, i + step) for i in range(0, q.shape[0], step)]
-    workers.map(lambda rows: _dequantize_into(q[rows], scale[rows], out[rows]), shares)
+def dequantized_weight(layer, workers: Workers = SERIAL, out: np.ndarray | None = None) -> np.ndarray:
+    """The weight of a QLinear, or of a Linear stored as float16, as float32 (out, in), each worker
+    converting a share of its rows, into ``out`` when given: a reused buffer, because writing 28 MB
+    of fresh pages per layer cost more in page faults than the conversion itself (~180 against ~20
+    ms per bark-small prefill)."""
+    w = layer.weight
+    out = np.empty(w.shape, dtype=np.float32) if out is None else out
+    step = -(-w.shape[0] // workers.count)
+    shares = [slice(i, i + step) for i in range(0, w.shape[0], step)]
+    if isinstance(layer, QLinear):
+        workers.map(lambda rows: _dequantize_into(w[rows], layer.scale[rows], out[rows]), shares)
+    else:
+        workers.map(lambda rows: np.copyto(out[rows], w[rows]), shares)
     return out
 
 
