@@ -1,7 +1,7 @@
 """The whole Bark pipeline, stage by stage: barknp against Suno's original, transformers and the floor.
 
     python benchmarks/bench_pipeline.py [--size small|large] [--semantic-tokens 300] [--threads 2]
-                                        [--int8] [--kv16] [--no-voice] [--skip-torch] [--skip-suno]
+                                        [--int8] [--f16] [--kv16] [--no-voice] [--skip-torch] [--skip-suno]
                                         [--skip-cold] [--quick] [--profile] [--repeat N]
                                         [--workdir DIR] [--json OUT.json]
 
@@ -16,8 +16,9 @@ Every engine runs the same fixed workload with the same weights:
   counted duration past the limit), voice ``v2/en_speaker_6`` when ../shared/data has it (none
   with ``--no-voice``), then
   the coarse, fine and codec work that follows, sampled with one seeded numpy Generator;
-* ``--kv16`` adds barknp with int8 weights and float16 KV caches, a reduced-precision option
-  (its error against float32: benchmarks/bench_int8_quality.py);
+* ``--int8`` and ``--f16`` add barknp with int8 or float16 weights for the causal stages, and
+  ``--kv16`` barknp with int8 weights and float16 KV caches: reduced-precision options (their
+  error against float32: benchmarks/bench_int8_quality.py);
 * each engine runs in its own fresh process (so its peak RSS is its own), after a short warm-up
   (Numba compilation), with ``--threads`` threads for BLAS, Numba and torch;
 * ``--repeat N`` runs every engine N times, interleaved, and reports each row's median and the
@@ -96,10 +97,15 @@ def draw_signature(size: str) -> str:
     return json.dumps({"size": size, "seeds": SEEDS, "bias": bias, "drawn_by": "bench_pipeline/2"}, sort_keys=True)
 
 
-def prepare_weights(workdir: Path, size: str, int8: bool) -> None:
-    """Draw the four stages' weights once and write barknp stage files (atomically) into workdir."""
+# stage file name suffix of each weights option
+SUFFIX = {"float32": "", "int8": ".int8", "float16": ".f16"}
+
+
+def prepare_weights(workdir: Path, size: str, reduced: tuple[str, ...] = ()) -> None:
+    """Draw the four stages' weights once and write barknp stage files (atomically) into workdir,
+    with the reduced-precision files of ``reduced`` ("int8", "float16") for the causal stages."""
     from barknp.config import CodecConfig, config_to_json
-    from barknp.convert.quantize import quantize_tensors
+    from barknp.convert.quantize import halve_tensors, quantize_tensors
     from barknp.weights import save_stage
     from make_codec_goldens import random_codec_tensors
     from random_weights import random_gpt_tensors
@@ -121,14 +127,16 @@ def prepare_weights(workdir: Path, size: str, int8: bool) -> None:
 
     for stage in ("semantic", "coarse", "fine"):
         c = gpt_config(size, stage)
-        if (workdir / f"{stage}.safetensors").exists() and (not int8 or stage == "fine" or
-                                                            (workdir / f"{stage}.int8.safetensors").exists()):
+        wanted = [""] + ([SUFFIX[w] for w in reduced] if stage != "fine" else [])
+        if all((workdir / f"{stage}{suffix}.safetensors").exists() for suffix in wanted):
             continue
         t = random_gpt_tensors(c.num_layers, c.hidden_size, c.input_vocab_size, c.output_vocab_size,
                                SEEDS[stage], fine=stage == "fine", bias=c.bias)
         write(stage, stage, config_to_json(c), t)
-        if int8 and stage != "fine":
-            write(f"{stage}.int8", stage, config_to_json(c), lambda t=t: quantize_tensors(t))
+        if stage != "fine":
+            for weights in reduced:
+                reduce = quantize_tensors if weights == "int8" else halve_tensors
+                write(f"{stage}{SUFFIX[weights]}", stage, config_to_json(c), lambda t=t, reduce=reduce: reduce(t))
         del t
     write("codec", "codec", config_to_json(CodecConfig()), lambda: random_codec_tensors(SEEDS["codec"]))
     tmp = mark.with_name(f"draw.json.tmp-{os.getpid()}")
@@ -136,11 +144,10 @@ def prepare_weights(workdir: Path, size: str, int8: bool) -> None:
     os.replace(tmp, mark)
 
 
-def stage_tensors(workdir: Path, stage: str, int8: bool = False) -> dict:
+def stage_tensors(workdir: Path, stage: str, weights: str = "float32") -> dict:
     from barknp.weights import load_stage
 
-    name = f"{stage}.int8" if int8 else stage
-    return load_stage(str(workdir / f"{name}.safetensors"), stage)[1]
+    return load_stage(str(workdir / f"{stage}{SUFFIX[weights]}.safetensors"), stage)[1]
 
 
 # --- the workload's shape (no model needed) -------------------------------------------------
@@ -274,14 +281,13 @@ def stage_metrics(sem: Timed, t_sem: tuple, coarse: Timed, t_coarse: tuple, fine
 # --- children: one engine each --------------------------------------------------------------
 
 
-def load_barknp(workdir: Path, int8: bool, stages=("semantic", "coarse", "fine", "codec"), kv_cache="float32"):
+def load_barknp(workdir: Path, weights: str, stages=("semantic", "coarse", "fine", "codec"), kv_cache="float32"):
     from barknp.models.codec import Codec
     from barknp.models.fine import FineGPT
     from barknp.models.gpt import CausalGPT
 
     def causal(stage):
-        name = f"{stage}.int8" if int8 else stage
-        return CausalGPT.load(str(workdir / f"{name}.safetensors"), stage, kv_cache=kv_cache)
+        return CausalGPT.load(str(workdir / f"{stage}{SUFFIX[weights]}.safetensors"), stage, kv_cache=kv_cache)
 
     out = {}
     for s in stages:
@@ -307,7 +313,8 @@ def child_barknp(args) -> dict:
 
     set_num_threads(args.threads)
     workdir = Path(args.workdir)
-    m = load_barknp(workdir, args.int8, kv_cache="float16" if args.kv16 else "float32")
+    weights = "int8" if args.int8 else "float16" if args.f16 else "float32"
+    m = load_barknp(workdir, weights, kv_cache="float16" if args.kv16 else "float32")
     tok = load_tokenizer(TOKENIZER_DIR)
     voice = load_voice_dict(args)
 
@@ -540,7 +547,8 @@ def child_first_token(args) -> dict:
         from barknp.threads import set_num_threads
 
         set_num_threads(args.threads)
-        model = load_barknp(Path(args.workdir), args.engine == "barknp-int8", stages=("semantic",))["semantic"]
+        weights = {"barknp-int8": "int8", "barknp-f16": "float16"}.get(args.engine, "float32")
+        model = load_barknp(Path(args.workdir), weights, stages=("semantic",))["semantic"]
         out = generate_semantic(model, load_tokenizer(TOKENIZER_DIR), TEXT, voice=load_voice_dict(args),
                                 max_gen_duration_s=max_duration(1), allow_early_stop=False, rng=0, silent=True)
     assert len(out) == 1
@@ -611,10 +619,10 @@ def floors(args, shape: dict, gemv_gbs: float, sgemm: float, workdir: Path) -> d
     L, C, _ = SIZES[args.size]
     n = args.semantic_tokens
 
-    def decode_bytes(stage, int8):
+    def decode_bytes(stage, weights):
         """A decode step's weight bytes: all but the embedding tables, of the LM head only the rows
         the stage samples (HEAD_ROWS), plus one token and one position embedding row."""
-        t = stage_tensors(workdir, stage, int8)
+        t = stage_tensors(workdir, stage, weights)
         weights = sum(v.nbytes for k, v in t.items() if "embeds_layer" not in k and not k.startswith("lm_head."))
         head = sum(v.nbytes for k, v in t.items() if k.startswith("lm_head."))
         return weights + head * HEAD_ROWS[stage] / VOCABS[stage][1] + 2 * C * 4
@@ -633,23 +641,22 @@ def floors(args, shape: dict, gemv_gbs: float, sgemm: float, workdir: Path) -> d
         flops = 2 * T * 12 * L * C**2 + 2 * L * T * (T + 1) * C + 2 * V * C
         return flops
 
-    def decode(stage, S, int8):
+    def decode(stage, S, weights):
         V = HEAD_ROWS[stage]
-        return floor(2 * (12 * L * C**2 + V * C) + 4 * L * S * C, decode_bytes(stage, int8) + 2 * 4 * L * S * C)
+        return floor(2 * (12 * L * C**2 + V * C) + 4 * L * S * C, decode_bytes(stage, weights) + 2 * 4 * L * S * C)
 
     out = {}
-    for int8 in (False, True):
-        if int8 and not args.int8:
+    for key, weights, wanted in (("f32", "float32", True), ("int8", "int8", args.int8), ("f16", "float16", args.f16)):
+        if not wanted:
             continue
-        key = "int8" if int8 else "f32"
-        wbytes_sem = decode_bytes("semantic", int8)
+        wbytes_sem = decode_bytes("semantic", weights)
         sem_prefill = floor(prefill(257, 10_048), wbytes_sem)
-        sem_decode = [decode("semantic", 257 + i, int8) for i in range(1, n)]
+        sem_decode = [decode("semantic", 257 + i, weights) for i in range(1, n)]
         coarse_pre, coarse_dec = [], []
-        wbytes_coarse = decode_bytes("coarse", int8)
+        wbytes_coarse = decode_bytes("coarse", weights)
         for length, calls in shape["windows"]:
             coarse_pre.append(floor(prefill(length, 12_096), wbytes_coarse))
-            coarse_dec += [decode("coarse", length + i, int8) for i in range(1, calls)]
+            coarse_dec += [decode("coarse", length + i, weights) for i in range(1, calls)]
         fine_weights = sum(v.nbytes for k, v in stage_tensors(workdir, "fine").items() if "embeds_layer" not in k)
         fine_passes = [fine_floor(n, V, fine_weights) for n, V in shape["fine_outputs"]]
         fine_pass = float(np.mean(fine_passes))
@@ -717,6 +724,8 @@ def print_table(cols: dict, header: str) -> None:
         ratio_specs.append(("int8/fl8", "barknp int8", "floor int8"))
     if "barknp int8" in cols and "Suno original" in cols:
         ratio_specs.append(("int8/Suno", "barknp int8", "Suno original"))
+    if "barknp f16" in cols and "Suno original" in cols:
+        ratio_specs.append(("f16/Suno", "barknp f16", "Suno original"))
     if "barknp int8 kv16" in cols and "Suno original" in cols:
         ratio_specs.append(("kv16/Suno", "barknp int8 kv16", "Suno original"))
     if "barknp int8 kv16" in cols and "barknp f32" in cols:
@@ -746,6 +755,7 @@ def main(argv=None) -> None:
     ap.add_argument("--semantic-tokens", type=int, default=300, help="N: the semantic stage makes exactly N tokens")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--int8", action="store_true", help="add a barknp column with int8 semantic/coarse weights")
+    ap.add_argument("--f16", action="store_true", help="add a barknp column with float16 semantic/coarse weights")
     ap.add_argument("--kv16", action="store_true",
                     help="add a barknp column with int8 weights and float16 KV caches (reduced precision)")
     ap.add_argument("--skip-torch", action="store_true", help="skip the transformers column")
@@ -783,7 +793,7 @@ def main(argv=None) -> None:
     t_start = time.time()
     load0 = os.getloadavg()
     print(f"preparing weights in {args.workdir} ...", file=sys.stderr, flush=True)
-    prepare_weights(args.workdir, args.size, args.int8 or args.kv16)
+    prepare_weights(args.workdir, args.size, (("int8",) if args.int8 or args.kv16 else ()) + (("float16",) if args.f16 else ()))
     voice = load_voice_dict(args)
     shape = workload_shape(args.semantic_tokens, voice)
     set_num_threads(args.threads)
@@ -798,6 +808,8 @@ def main(argv=None) -> None:
     engines = [("barknp f32", "barknp", [])]
     if args.int8:
         engines.append(("barknp int8", "barknp", ["--int8"]))
+    if args.f16:
+        engines.append(("barknp f16", "barknp", ["--f16"]))
     if args.kv16:
         engines.append(("barknp int8 kv16", "barknp", ["--int8", "--kv16"]))
     if have_torch and not args.skip_suno:
@@ -811,6 +823,7 @@ def main(argv=None) -> None:
     results = {col: median_result([r for r in runs if r]) for col, runs in rounds.items() if any(runs)}
     if not args.skip_cold:
         engines = [("barknp f32", "barknp")] + ([("barknp int8", "barknp-int8")] if args.int8 else [])
+        engines += [("barknp f16", "barknp-f16")] if args.f16 else []
         if have_torch and not args.skip_suno:
             engines.append(("Suno original", "suno"))
         for col, engine in engines:
@@ -828,8 +841,10 @@ def main(argv=None) -> None:
     cols["floor f32"] = fl["f32"]
     if "int8" in fl:
         cols["floor int8"] = fl["int8"]
-    order = ["barknp f32", "barknp int8", "barknp int8 kv16", "Suno original", "transformers",
-             "floor f32", "floor int8"]
+    if "f16" in fl:
+        cols["floor f16"] = fl["f16"]
+    order = ["barknp f32", "barknp int8", "barknp f16", "barknp int8 kv16", "Suno original", "transformers",
+             "floor f32", "floor int8", "floor f16"]
     cols = {k: cols[k] for k in order if k in cols}
 
     L, C, H = SIZES[args.size]
@@ -845,8 +860,8 @@ def main(argv=None) -> None:
         + ", ".join(f"{g:.1f} GB/s {s:.1f} GFLOP/s" for g, s in rates) + ")",
         f"decode bytes/token (weights, no KV): semantic {fl['f32']['decode_bytes_semantic'] / 1e6:.0f} MB, "
         f"coarse {fl['f32']['decode_bytes_coarse'] / 1e6:.0f} MB"
-        + (f"; int8: {fl['int8']['decode_bytes_semantic'] / 1e6:.0f} / {fl['int8']['decode_bytes_coarse'] / 1e6:.0f} MB"
-           if "int8" in fl else ""),
+        + "".join(f"; {key}: {fl[key]['decode_bytes_semantic'] / 1e6:.0f} / {fl[key]['decode_bytes_coarse'] / 1e6:.0f} MB"
+                  for key in ("int8", "f16") if key in fl),
     ]
     if "barknp f32" in results and "Suno original" in results:
         same = {k: results["barknp f32"]["tokens"][k] == results["Suno original"]["tokens"][k]
