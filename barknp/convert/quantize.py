@@ -7,8 +7,7 @@ Two options, each a file per stage made once from the float32 one:
   a quarter of the bytes a decode step reads;
 * float16 (``semantic.f16.safetensors``, ``coarse.f16.safetensors``): the same weights rounded to
   float16: half the bytes, and a rounding error of at most 2^-11 of each weight (of magnitude
-  above 6e-5, where float16 has full precision), against
-  int8's ~0.4 % of each row's largest weight.
+  above 6e-5, where float16 has full precision), against int8's ~0.4 % of each row's largest.
 
 Embeddings, layer norms and biases stay float32: they are a small share of the bytes a decoding
 step reads. The fine model and the codec are compute-bound, so they gain nothing from smaller

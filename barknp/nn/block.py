@@ -78,9 +78,10 @@ def block_forward(
 
 def float32_block(block: Block, workers: Workers = SERIAL, scratch: dict | None = None) -> Block:
     """The block with any int8 or float16 linear converted to float32, for a many-row call:
-    compute-bound there, BLAS on float32 beats reduced weights, and converting once per call lets every worker
-    share the result (each dequantizing per row chunk did the work twice). The float32 weights go
-    into ``scratch`` (by role, reused by the next layer's call), or into new arrays without one."""
+    compute-bound there, BLAS on float32 beats reduced weights, and converting once per call lets
+    every worker share the result (each converting per row chunk did the work twice). The float32
+    weights go into ``scratch`` (by role, reused by the next layer's call), or into new arrays
+    without one."""
     scratch = {} if scratch is None else scratch
 
     def f32(role, layer):
