@@ -60,8 +60,9 @@ class Bark:
         """Load a converted model directory (the layout of weights/README.md).
 
         ``weights="int8"`` (or ``"float16"``) decodes the semantic and coarse stages with int8 (or
-        float16) weights, writing their files into ``model_dir`` on first use. ``kv_cache="float16"`` keeps their KV
-        caches in float16 (half the bytes a decode step reads from them; keys and values rounded).
+        float16) weights, writing their files into ``model_dir`` on first use.
+        ``kv_cache="float16"`` keeps their KV caches in float16 (half the bytes a decode step reads
+        from them; keys and values rounded).
         """
         check_load_options("cpu", weights, kv_cache)  # fails before anything loads
 
@@ -174,7 +175,8 @@ def check_load_options(device: str, weights: str, kv_cache: str) -> None:
     if device not in ("cpu", "cuda"):
         raise BarkError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
     if weights not in ("float32", *REDUCED_WEIGHTS):
-        raise BarkError(f"weights must be one of 'float32', 'int8', 'float16', got {weights!r}")
+        choices = ", ".join(repr(w) for w in ("float32", *REDUCED_WEIGHTS))
+        raise BarkError(f"weights must be one of {choices}, got {weights!r}")
     half_cache = kv_dtype(kv_cache) != np.float32  # validates it too
     if device == "cuda" and weights != "float32":
         raise BarkError(f"{weights} weights run on the CPU only: choose the cpu device or float32 weights")
@@ -190,8 +192,9 @@ def load(path_or_repo: str = DEFAULT_MODEL, *, home: str | None = None, offline:
     ``~/.cache/barknp``) on first use. ``device`` is ``"cpu"`` or ``"cuda"`` (numba.cuda; a
     BarkError where no GPU is usable, never a silent fall back to the CPU). ``weights="int8"`` decodes
     the two causal stages with int8 weight-only quantization (per-row scales), ``weights="float16"``
-    with their weights rounded to float16; ``kv_cache="float16"`` keeps their KV caches in float16. Both are reduced-precision options for the CPU; the README
-    gives their measured speed and error.
+    with their weights rounded to float16; ``kv_cache="float16"`` keeps their KV caches in float16.
+    All three are reduced-precision options for the CPU; the README gives their measured speed and
+    error.
     """
     from .convert import locate
 

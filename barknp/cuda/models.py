@@ -22,7 +22,6 @@ from ..nn.attention import KVCache
 from ..nn.block import Block
 from ..nn.conv import pack_conv1d
 from ..nn.ops import output_rows
-from ..nn.quant import QLinear
 from .kernels import Device
 
 
@@ -130,7 +129,7 @@ class CUDACausalGPT:
     def __init__(self, cpu: CausalGPT, dev: Device):
         if not isinstance(cpu, CausalGPT):
             raise BarkError(f"CUDA: build from a CPU CausalGPT, got {type(cpu).__name__}")
-        if isinstance(cpu.lm_head, QLinear) or cpu.lm_head.weight.dtype != np.float32:
+        if cpu.lm_head.weight.dtype != np.float32:  # int8 (a QLinear) or float16
             raise BarkError("int8 and float16 weights run on the CPU only; load the model with weights='float32'")
         if cpu.kv_dtype != np.float32:
             raise BarkError("a float16 KV cache runs on the CPU only; load the model with kv_cache='float32'")
